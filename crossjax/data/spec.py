@@ -1,0 +1,27 @@
+"""What a model needs to know about its data, decided by the pipeline at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Static facts about the batches a model will see (per example, no batch dim).
+
+    modalities: the modality keys present in the batch, e.g. ("image", "text", "audio").
+    num_classes: number of classes of `label`, or None when the dataset has no label.
+    vocab_size: size of the word vocabulary (ids 0..vocab_size-1; 0 = padding, 1 = unknown).
+    max_text_len: L, the padded length of `text`.
+    image_shape: (H, W, C) of `image`.
+    audio_shape: (T,) waveform length of `audio`.
+    sample_rate: audio sample rate in Hz.
+    """
+
+    modalities: tuple[str, ...]
+    num_classes: int | None = None
+    vocab_size: int | None = None
+    max_text_len: int | None = None
+    image_shape: tuple[int, int, int] | None = None
+    audio_shape: tuple[int, ...] | None = None
+    sample_rate: int | None = None
