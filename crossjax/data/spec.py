@@ -25,3 +25,20 @@ class DataSpec:
     image_shape: tuple[int, int, int] | None = None
     audio_shape: tuple[int, ...] | None = None
     sample_rate: int | None = None
+
+
+def dummy_batch(spec: DataSpec, batch_size: int = 1) -> dict:
+    """Zeros shaped like a Batch of `spec` (used to initialise models and trace shapes)."""
+    import numpy as np  # local: keeps this module import-light
+
+    batch: dict = {}
+    if "image" in spec.modalities:
+        batch["image"] = np.zeros((batch_size, *spec.image_shape), np.float32)
+    if "text" in spec.modalities:
+        batch["text"] = np.zeros((batch_size, spec.max_text_len), np.int32)
+        batch["text_mask"] = np.ones((batch_size, spec.max_text_len), bool)
+    if "audio" in spec.modalities:
+        batch["audio"] = np.zeros((batch_size, *spec.audio_shape), np.float32)
+    if spec.num_classes is not None:
+        batch["label"] = np.zeros((batch_size,), np.int32)
+    return batch

@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh clone (Python 3.11 is the only prerequisite):
+#   make demo   install, build the embedded dataset, train + evaluate configs/digits_fusion.py
+#   make test   install (or refresh), run the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+export CROSSJAX_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/python scripts/train.py --config configs/digits_fusion.py --workdir runs/demo
+	$(VENV)/bin/python scripts/evaluate.py --workdir runs/demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check crossjax scripts configs tests examples
+	$(VENV)/bin/ruff format --check crossjax scripts configs tests examples
+
+clean:
+	rm -rf runs .pytest_cache

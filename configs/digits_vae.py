@@ -1,0 +1,34 @@
+"""python scripts/train.py --config configs/digits_vae.py --workdir runs/digits_vae
+
+Gaussian VAE of the `crossjax_digits` images (8x8 grey, Bernoulli likelihood). Reports
+test `neg_elbo` with its `reconstruction` and `kl` terms and writes a grid of test images
+over their reconstructions to WORKDIR/images/. Tiny: `--config configs/digits_vae.py:tiny`.
+"""
+
+import ml_collections
+
+from configs.digits_fusion import shrink_to_tiny
+from crossjax.config import base_config
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    config = base_config()
+    config.num_train_steps = 2000
+    config.batch_size = 128
+    config.log_every = 100
+    config.eval_every = 500
+    config.checkpoint_every = 500
+    config.best_metric = "neg_elbo"
+    config.best_mode = "min"
+    config.data.name = "crossjax_digits"
+    config.data.modalities = ("image",)
+    config.model = ml_collections.ConfigDict(
+        {"name": "vae", "modality": "image", "hidden": (256,), "latent_dim": 16, "dtype": "float32"}
+    )
+    config.losses = (("neg_elbo", 1.0, {"modality": "image", "likelihood": "bernoulli", "beta": 1.0}),)
+    config.optimizer.learning_rate = 1e-3
+    if variant == "tiny":
+        shrink_to_tiny(config)
+    elif variant:
+        raise ValueError(f"unknown config variant {variant!r}; valid: tiny")
+    return config

@@ -1,0 +1,100 @@
+"""Experiment config defaults and validation (ml_collections).
+
+Every config file in `configs/` starts from `base_config()` and overrides what its
+experiment needs. `validate_config` turns wrong types and bad values into one-line
+ConfigErrors before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+
+import ml_collections
+
+from crossjax.errors import ConfigError
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults shared by every experiment; config files override fields."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_train_steps = 1000
+    c.batch_size = 128
+    c.eval_batch_size = 0  # 0: same as batch_size
+    c.log_every = 100
+    c.eval_every = 0  # 0: evaluate only at the end
+    c.checkpoint_every = 500
+    c.keep_checkpoints = 3
+    c.best_metric = ""  # an eval metric name ("accuracy", "neg_elbo"); "" keeps only the latest
+    c.best_mode = "max"
+    c.num_devices = 0  # 0: every device of every process
+    c.data = ml_collections.ConfigDict(
+        {
+            "name": "crossjax_digits",  # TFDS name, e.g. "crossjax_shapes/tiny" or "mnist"
+            "data_dir": "",  # "": $CROSSJAX_DATA_DIR or ~/tensorflow_datasets
+            "modalities": ("image",),
+            "label_key": "label",  # "" for unlabelled data
+            "train_split": "train",
+            "eval_split": "test",
+            "max_text_len": 16,
+            "vocab_min_count": 2,
+            "max_vocab_size": 5000,
+            "audio_length": 0,  # crop/pad waveforms to this many samples; 0 keeps them
+            "sample_rate": 0,  # 0: from the dataset
+            "num_threads": 2,  # Grain read threads
+            "prefetch": 4,  # batches prefetched by Grain
+        }
+    )
+    c.model = ml_collections.ConfigDict({"name": ""})
+    c.losses = (("cross_entropy", 1.0),)
+    c.optimizer = ml_collections.ConfigDict(
+        {
+            "name": "adamw",
+            "learning_rate": 1e-3,
+            "schedule": "cosine",
+            "warmup_steps": 100,
+            "b1": 0.9,
+            "b2": 0.999,
+            "weight_decay": 1e-4,
+            "grad_clip_norm": 1.0,  # 0 disables clipping
+        }
+    )
+    return c
+
+
+_POSITIVE_INTS = ("num_train_steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints")
+_NON_NEGATIVE_INTS = ("seed", "eval_batch_size", "eval_every", "num_devices")
+_CHOICES = {"best_mode": ("max", "min")}
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming the first bad field (type, range or choice)."""
+    for name in _POSITIVE_INTS + _NON_NEGATIVE_INTS:
+        if name not in config:
+            raise ConfigError(f"config has no field {name!r}; start configs from crossjax.config.base_config()")
+        value = config[name]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"config.{name}={value!r} must be an integer, not {type(value).__name__}")
+        if value < (1 if name in _POSITIVE_INTS else 0):
+            raise ConfigError(f"config.{name}={value} must be {'>= 1' if name in _POSITIVE_INTS else '>= 0'}")
+    for name, choices in _CHOICES.items():
+        if config[name] not in choices:
+            raise ConfigError(f"config.{name}={config[name]!r}; valid: {', '.join(choices)}")
+    for section in ("data", "model", "optimizer"):
+        if not isinstance(config.get(section), ml_collections.ConfigDict):
+            raise ConfigError(f"config.{section} must be a section (ConfigDict)")
+    if not isinstance(config.model.get("name"), str) or not config.model.name:
+        raise ConfigError("config.model.name must name a model (see crossjax.models.MODELS.names())")
+    if not isinstance(config.data.get("name"), str) or not config.data.name:
+        raise ConfigError("config.data.name must name a dataset, e.g. 'crossjax_digits'")
+    opt = config.optimizer
+    for name in ("learning_rate", "weight_decay", "grad_clip_norm", "b1", "b2"):
+        if not isinstance(opt.get(name), (int, float)) or isinstance(opt.get(name), bool):
+            raise ConfigError(f"config.optimizer.{name}={opt.get(name)!r} must be a number")
+    if not isinstance(opt.get("warmup_steps"), int) or opt.warmup_steps < 0:
+        raise ConfigError(f"config.optimizer.warmup_steps={opt.get('warmup_steps')!r} must be an integer >= 0")
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+    """A JSON-able plain dict of `config` (tuples become lists)."""
+    return json.loads(json.dumps(config.to_dict(), default=str))

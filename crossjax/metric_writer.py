@@ -1,0 +1,77 @@
+"""Writes metrics to WORKDIR/metrics.jsonl and TensorBoard, and images to PNG + TensorBoard.
+
+Only process 0 writes; on other processes every method is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+from PIL import Image
+
+
+def _jsonable(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class MetricWriter:
+    """One JSON object per event in metrics.jsonl: {"step", "split", <metric>: value, ...}."""
+
+    def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
+        self.workdir = Path(workdir)
+        self.enabled = jax.process_index() == 0
+        self._tb = None
+        if self.enabled and tensorboard:
+            from tensorboardX import SummaryWriter  # imported lazily: only the writer needs it
+
+            self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+
+    def write_scalars(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), "split": split}
+        record.update({k: _jsonable(v) for k, v in sorted(metrics.items())})
+        with open(self.workdir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in metrics.items():
+                self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+            self._tb.flush()
+
+    def write_image(self, step: int, name: str, image: np.ndarray) -> Path | None:
+        """Saves an (H, W, C) float image in [0, 1] as WORKDIR/images/<name>.png."""
+        if not self.enabled:
+            return None
+        image = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
+        if image.shape[-1] == 1:
+            image = image[..., 0]
+        path = self.workdir / "images" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
+        if self._tb is not None:
+            hwc = image if image.ndim == 3 else image[..., None]
+            self._tb.add_image(name, hwc, int(step), dataformats="HWC")
+            self._tb.flush()
+        return path
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def image_grid(rows: list[np.ndarray], pad: int = 1) -> np.ndarray:
+    """Tiles rows of images, each (N, H, W, C), into one (R*(H+pad), N*(W+pad), C) picture."""
+    n, h, w, c = rows[0].shape
+    grid = np.ones((len(rows) * (h + pad) + pad, n * (w + pad) + pad, c), np.float32)
+    for r, images in enumerate(rows):
+        for i, img in enumerate(images):
+            y, x = pad + r * (h + pad), pad + i * (w + pad)
+            grid[y : y + h, x : x + w] = img
+    return grid

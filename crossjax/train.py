@@ -1,0 +1,418 @@
+"""The one trainer: `train_and_evaluate(config, workdir)` for every experiment.
+
+It owns the mesh, the jitted train and eval steps, the optimizer, logging, evaluation
+and checkpoints, and knows nothing about particular models or losses: those come from
+the registries by the names in the config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from crossjax import sharding
+from crossjax.checkpoint import Checkpoints, WorkdirLock
+from crossjax.config import config_to_dict, validate_config
+from crossjax.data.pipeline import DataPipeline
+from crossjax.data.spec import dummy_batch
+from crossjax.errors import CrossjaxError
+from crossjax.losses import LossContext, build_loss
+from crossjax.metric_writer import MetricWriter, image_grid
+from crossjax.metrics.classification import (
+    accuracy_from_confusion,
+    confusion_matrix,
+    macro_f1_from_confusion,
+)
+from crossjax.models import build_model
+
+log = logging.getLogger(__name__)
+_NO_NONFINITE = np.iinfo(np.int32).max
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # () int32: number of updates applied
+    params: Any
+    opt_state: Any
+
+
+def build_optimizer(config: ml_collections.ConfigDict, num_train_steps: int):
+    """Optax chain from `config.optimizer`: global-norm clipping + adamw/adam/sgd + schedule."""
+    opt = config.optimizer
+    if opt.schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0, opt.learning_rate, max(1, opt.warmup_steps), max(opt.warmup_steps + 1, num_train_steps)
+        )
+    elif opt.schedule == "constant":
+        lr = optax.join_schedules(
+            [optax.linear_schedule(0.0, opt.learning_rate, max(1, opt.warmup_steps)),
+             optax.constant_schedule(opt.learning_rate)],
+            [max(1, opt.warmup_steps)],
+        )
+    else:
+        raise CrossjaxError(f"optimizer.schedule={opt.schedule!r}; valid: cosine, constant")
+    if opt.name == "adamw":
+        core = optax.adamw(lr, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
+    elif opt.name == "adam":
+        core = optax.adam(lr, b1=opt.b1, b2=opt.b2)
+    elif opt.name == "sgd":
+        core = optax.sgd(lr, momentum=opt.b1)
+    else:
+        raise CrossjaxError(f"optimizer.name={opt.name!r}; valid: adam, adamw, sgd")
+    parts = [optax.clip_by_global_norm(opt.grad_clip_norm)] if opt.grad_clip_norm else []
+    return optax.chain(*parts, core)
+
+
+def _rngs(seed: int, step: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
+    """Model rng streams and a loss rng for `step`: one key folded with the step."""
+    key = jax.random.fold_in(jax.random.key(seed), step)
+    dropout, sample, loss = jax.random.split(key, 3)
+    return {"dropout": dropout, "sample": sample}, loss
+
+
+class Experiment:
+    """The jitted pieces of one run: init, train step and eval step, built once."""
+
+    def __init__(self, config: ml_collections.ConfigDict, data: DataPipeline, mesh):
+        self.config = config
+        self.data = data
+        self.mesh = mesh
+        self.model = build_model(config.model, data.spec)
+        self.loss_fn = build_loss(config.losses)
+        self.tx = build_optimizer(config, config.num_train_steps)
+        self.seed = config.seed
+        self.num_classes = data.spec.num_classes
+        repl = sharding.replicated(mesh)
+        self.state_sharding = jax.tree.map(lambda _: repl, jax.eval_shape(self._init))
+        self.init = jax.jit(self._init, out_shardings=self.state_sharding)
+        self.train_step = jax.jit(self._train_step, donate_argnums=(0, 2))
+        self.eval_step = jax.jit(self._eval_step, donate_argnums=(2,))
+        self.predict = jax.jit(self._predict)
+
+    # -- state ----------------------------------------------------------------------------
+    def _init(self) -> TrainState:
+        key = jax.random.key(self.seed)
+        params_key, dropout, sample = jax.random.split(key, 3)
+        batch = jax.tree.map(jnp.asarray, dummy_batch(self.data.spec, 1))
+        variables = self.model.init(
+            {"params": params_key, "dropout": dropout, "sample": sample}, batch, train=False
+        )
+        params = variables["params"]
+        return TrainState(jnp.zeros((), jnp.int32), params, self.tx.init(params))
+
+    def abstract_state(self):
+        shapes = jax.eval_shape(self._init)
+        return jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, self.state_sharding
+        )
+
+    def empty_train_metrics(self):
+        shapes = jax.eval_shape(
+            lambda s, b: self._loss(s.params, b, s.step)[1][1], self.abstract_state(), self._abstract_batch()
+        )
+        metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+        metrics["grad_norm"] = jnp.zeros((), jnp.float32)  # added by _train_step
+        acc = {"sum": metrics, "steps": jnp.zeros((), jnp.int32),
+               "first_nonfinite": jnp.full((), _NO_NONFINITE, jnp.int32)}
+        return jax.device_put(acc, sharding.replicated(self.mesh))
+
+    def _abstract_batch(self):
+        b = dummy_batch(self.data.spec, self.config.batch_size)
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), b)
+
+    # -- train ----------------------------------------------------------------------------
+    def _apply(self, params, batch, *, train: bool, rngs):
+        return self.model.apply({"params": params}, batch, train=train, rngs=rngs)
+
+    def _loss(self, params, batch, step):
+        rngs, loss_rng = _rngs(self.seed, step)
+        outputs = self._apply(params, batch, train=True, rngs=rngs)
+        ctx = LossContext(
+            step=step, rng=loss_rng,
+            apply_fn=lambda b, *, train, rngs: self._apply(params, b, train=train, rngs=rngs),
+        )
+        loss, metrics = self.loss_fn(outputs, batch, ctx)
+        return loss, (outputs, metrics)
+
+    def _train_step(self, state: TrainState, batch, acc):
+        grad_fn = jax.value_and_grad(lambda p: self._loss(p, batch, state.step), has_aux=True)
+        (loss, (_, metrics)), grads = grad_fn(state.params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        acc = {
+            "sum": jax.tree.map(lambda a, m: a + m.astype(jnp.float32), acc["sum"], metrics),
+            "steps": acc["steps"] + 1,
+            "first_nonfinite": jnp.where(
+                jnp.isfinite(loss), acc["first_nonfinite"], jnp.minimum(acc["first_nonfinite"], state.step + 1)
+            ),
+        }
+        return TrainState(state.step + 1, params, opt_state), acc
+
+    # -- eval -----------------------------------------------------------------------------
+    def _predict(self, params, batch):
+        rngs, _ = _rngs(self.seed + 1, jnp.zeros((), jnp.int32))
+        return self._apply(params, batch, train=False, rngs=rngs)
+
+    def _eval_step(self, params, batch, acc):
+        """Adds this batch's per-example loss metrics (valid rows only) to `acc`."""
+        valid = batch.pop("valid")
+        outputs = self._predict(params, batch)
+        rngs, loss_rng = _rngs(self.seed + 1, jnp.zeros((), jnp.int32))
+        ctx = LossContext(
+            step=jnp.zeros((), jnp.int32), rng=loss_rng,
+            apply_fn=lambda b, *, train, rngs: self._apply(params, b, train=train, rngs=rngs),
+        )
+        size = valid.shape[0]
+        per_example = lambda t: t.ndim > 0 and t.shape[0] == size  # noqa: E731
+        out_axes = jax.tree.map(lambda t: 0 if per_example(t) else None, outputs)
+
+        def one(o, b):
+            expand = lambda t: t[None]  # noqa: E731
+            o = jax.tree.map(lambda t, ax: expand(t) if ax == 0 else t, o, out_axes)
+            return self.loss_fn(o, jax.tree.map(expand, b), ctx)
+
+        _, metrics = jax.vmap(one, in_axes=(out_axes, 0))(outputs, batch)
+        w = valid.astype(jnp.float32)
+        new = {
+            "sum": jax.tree.map(lambda a, m: a + jnp.sum(m * w), acc["sum"], metrics),
+            "count": acc["count"] + jnp.sum(w),
+        }
+        if "confusion" in acc:
+            new["confusion"] = acc["confusion"] + confusion_matrix(
+                outputs["logits"], batch["label"], self.num_classes, mask=valid
+            )
+        return new
+
+    def evaluate(self, params) -> dict[str, float]:
+        """A full pass over the eval split; loss metrics averaged over examples."""
+        batches = self.data.eval_batches(self.config.eval_batch_size or self.config.batch_size)
+        acc = None
+        for local in batches:
+            batch = sharding.to_global(local, self.mesh)
+            if acc is None:
+                acc = self._empty_eval_acc(params, batch)
+            acc = self.eval_step(params, batch, acc)
+        acc = jax.device_get(acc)
+        count = max(float(acc["count"]), 1.0)
+        metrics = {k: float(v) / count for k, v in acc["sum"].items()}
+        if "confusion" in acc:
+            metrics["accuracy"] = accuracy_from_confusion(acc["confusion"])
+            metrics["macro_f1"] = macro_f1_from_confusion(acc["confusion"])
+        metrics["num_examples"] = float(acc["count"])
+        return metrics
+
+    def _empty_eval_acc(self, params, batch):
+        def shapes(p, b):
+            b = dict(b)
+            b.pop("valid")
+            outputs = self._apply(p, b, train=False, rngs=_rngs(0, jnp.zeros((), jnp.int32))[0])
+            ctx = LossContext(step=jnp.zeros((), jnp.int32), rng=jax.random.key(0), apply_fn=None)
+            return outputs, self.loss_fn(outputs, b, ctx)[1]
+
+        outputs, metrics = jax.eval_shape(shapes, params, batch)
+        acc = {"sum": jax.tree.map(lambda _: jnp.zeros((), jnp.float32), metrics),
+               "count": jnp.zeros((), jnp.float32)}
+        if "logits" in outputs and "label" in batch and self.num_classes:
+            acc["confusion"] = jnp.zeros((self.num_classes, self.num_classes), jnp.int32)
+        return jax.device_put(acc, sharding.replicated(self.mesh))
+
+    def write_pictures(self, params, writer: MetricWriter, step: int, num: int = 16) -> None:
+        """Inputs above reconstructions for every image-shaped `recon*/<m>` output."""
+        local = next(iter(self.data.eval_batches()))
+        local.pop("valid")
+        batch = sharding.to_global(local, self.mesh)
+        outputs = jax.device_get(self.predict(params, batch))
+        for m in self.data.modalities:
+            recon = outputs.get(f"recon_mean/{m}", outputs.get(f"recon/{m}"))
+            if recon is None or m != "image" or recon.shape != local[m].shape:
+                continue
+            grid = image_grid([local[m][:num], np.asarray(recon[:num])])
+            writer.write_image(step, f"reconstruction_{m}", grid)
+
+
+class _StopRequest:
+    """Turns SIGTERM/SIGINT into a flag the loop checks, so preemption saves a checkpoint."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    on_step: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates.
+
+    Returns the final eval metrics. `on_step(step)` is called on the host after each
+    step is dispatched (a hook for tests and tools; it must not block).
+    """
+    validate_config(config)
+    workdir_path = Path(workdir)
+    try:
+        workdir_path.mkdir(parents=True, exist_ok=True)
+        (workdir_path / ".write_test").touch()
+        (workdir_path / ".write_test").unlink()
+    except OSError as e:
+        raise CrossjaxError(f"cannot write workdir {workdir} ({e.strerror}); choose another --workdir") from None
+
+    with WorkdirLock(workdir_path), _StopRequest() as stop:
+        mesh = sharding.make_mesh(config.get("num_devices", 0) or None)
+        sharding.check_batch_size(config.batch_size, mesh)
+        data = DataPipeline(
+            config.data, batch_size=config.batch_size, seed=config.seed,
+            vocab_path=workdir_path / "vocab.json",
+        )
+        exp = Experiment(config, data, mesh)
+        writer = MetricWriter(workdir_path)
+        ckpts = Checkpoints(
+            workdir_path / "checkpoints", save_every=config.checkpoint_every,
+            keep=config.keep_checkpoints, best_metric=config.best_metric or None, best_mode=config.best_mode,
+        )
+        try:
+            return _run(config, exp, data, ckpts, writer, workdir_path, stop, on_step)
+        finally:
+            ckpts.close()
+            writer.close()
+
+
+def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_step):
+    config_dict = config_to_dict(config)
+    start = ckpts.latest_step()
+    if start is not None:
+        restored = ckpts.restore(exp.abstract_state(), "latest")
+        state, start = restored.state, restored.step
+        _warn_config_changes(restored.config, config_dict)
+        train_iter = data.train_iterator(restored.data_state)
+        log.info("Resumed from step %d in %s", start, workdir)
+    else:
+        state, start = exp.init(), 0
+        train_iter = data.train_iterator()
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(json.dumps(config_dict, indent=2))
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    log.info("Model %s: %d parameters; %d train / %d eval examples",
+             config.model.name, num_params, data.num_train, data.num_eval)
+
+    total = config.num_train_steps
+    acc = exp.empty_train_metrics()
+    eval_metrics: dict[str, float] | None = None
+    bar = tqdm(total=total, initial=start, unit="step", disable=jax.process_index() != 0,
+               dynamic_ncols=True, mininterval=1.0)
+    last_log_time, last_log_step = time.perf_counter(), start
+    step = start
+    while step < total:
+        batch = sharding.to_global(next(train_iter), exp.mesh)
+        state, acc = exp.train_step(state, batch, acc)
+        step += 1
+        bar.update(1)
+        if on_step is not None:
+            on_step(step)
+        is_log = step % config.log_every == 0 or step == total
+        is_eval = bool(config.eval_every) and step % config.eval_every == 0 and step < total
+        preempted = stop.signal is not None
+        if is_log or is_eval or ckpts.should_save(step) or preempted:
+            acc = _check_finite(acc)
+        if is_log:
+            host = jax.device_get(acc)
+            steps = max(int(host["steps"]), 1)
+            metrics = {k: float(v) / steps for k, v in host["sum"].items()}
+            now = time.perf_counter()
+            metrics["steps_per_s"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+            last_log_time, last_log_step = now, step
+            writer.write_scalars(step, "train", metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            acc = exp.empty_train_metrics()
+        if is_eval:
+            eval_metrics = exp.evaluate(state.params)
+            writer.write_scalars(step, "test", eval_metrics)
+        if ckpts.should_save(step) or preempted:
+            ckpts.save(step, state=state, data_state=train_iter.get_state(), config=config_dict,
+                       metrics=eval_metrics if is_eval else None, force=preempted)
+        if preempted:
+            bar.close()
+            ckpts.wait_until_finished()
+            log.warning("Stopped by signal %d at step %d; checkpoint saved, rerun to resume",
+                        stop.signal, step)
+            return {"preempted_at_step": float(step)}
+    bar.close()
+
+    eval_metrics = exp.evaluate(state.params)
+    writer.write_scalars(step, "test", eval_metrics)
+    exp.write_pictures(state.params, writer, step)
+    if step not in ckpts.steps():
+        ckpts.save(step, state=state, data_state=train_iter.get_state(), config=config_dict,
+                   metrics=eval_metrics, force=True)
+    ckpts.wait_until_finished()
+    return eval_metrics
+
+
+def _check_finite(acc):
+    first = int(jax.device_get(acc["first_nonfinite"]))
+    if first != _NO_NONFINITE:
+        raise CrossjaxError(
+            f"loss became non-finite at step {first}; lower optimizer.learning_rate or set "
+            "optimizer.grad_clip_norm (checkpoints before that step are kept)"
+        )
+    return acc
+
+
+def _warn_config_changes(saved: dict, current: dict) -> None:
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if changed:
+        log.warning("Config differs from the checkpoint's in: %s", ", ".join(changed))
+
+
+def evaluate_checkpoint(workdir: str, checkpoint: str | int = "latest") -> tuple[int, dict[str, float]]:
+    """Restores `checkpoint` of the run in `workdir` and evaluates it on its eval split."""
+    workdir_path = Path(workdir)
+    if not (workdir_path / "checkpoints").exists():
+        raise CrossjaxError(f"no checkpoints in {workdir}; train there first with scripts/train.py")
+    ckpts = Checkpoints(workdir_path / "checkpoints", save_every=1)
+    try:
+        saved = ckpts.read_config(checkpoint)
+        config = ml_collections.ConfigDict(saved)
+        mesh = sharding.make_mesh(config.get("num_devices", 0) or None)
+        data = DataPipeline(config.data, batch_size=config.batch_size, seed=config.seed,
+                            vocab_path=workdir_path / "vocab.json")
+        exp = Experiment(config, data, mesh)
+        restored = ckpts.restore(exp.abstract_state(), checkpoint)
+        return restored.step, exp.evaluate(restored.state.params)
+    finally:
+        ckpts.close()
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return json.dumps({k: (round(v, 6) if math.isfinite(v) else None) for k, v in metrics.items()})

@@ -1,0 +1,37 @@
+"""Restore a trained run and evaluate it on its eval split.
+
+    python scripts/evaluate.py --workdir runs/demo [--checkpoint latest|best|STEP]
+
+Prints the metrics as one JSON object on its last line.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from absl import flags  # noqa: E402
+
+from crossjax import cli  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a run made by scripts/train.py.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from crossjax.train import evaluate_checkpoint, format_metrics
+
+    which = _CHECKPOINT.value
+    checkpoint = int(which) if which.isdigit() else which
+    if checkpoint not in ("latest", "best") and not isinstance(checkpoint, int):
+        from crossjax.errors import ConfigError
+
+        raise ConfigError(f"--checkpoint={which!r}; use latest, best or a step number")
+    step, metrics = evaluate_checkpoint(_WORKDIR.value, checkpoint)
+    print(format_metrics({"step": float(step), **metrics}))
+
+
+if __name__ == "__main__":
+    cli.run(main)
