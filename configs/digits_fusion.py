@@ -11,7 +11,9 @@ from crossjax.config import base_config
 MODALITIES = ("image", "text", "audio")
 
 
-def classifier_config(modalities: tuple[str, ...], variant: str | None) -> ml_collections.ConfigDict:
+def classifier_config(
+    modalities: tuple[str, ...], variant: str | None
+) -> ml_collections.ConfigDict:
     """The digits classifier over `modalities`; shared by the single-modality baselines."""
     config = base_config()
     config.num_train_steps = 1500

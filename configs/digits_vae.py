@@ -25,7 +25,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict(
         {"name": "vae", "modality": "image", "hidden": (256,), "latent_dim": 16, "dtype": "float32"}
     )
-    config.losses = (("neg_elbo", 1.0, {"modality": "image", "likelihood": "bernoulli", "beta": 1.0}),)
+    config.losses = (
+        ("neg_elbo", 1.0, {"modality": "image", "likelihood": "bernoulli", "beta": 1.0}),
+    )
     config.optimizer.learning_rate = 1e-3
     if variant == "tiny":
         shrink_to_tiny(config)

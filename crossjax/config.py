@@ -62,7 +62,13 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-_POSITIVE_INTS = ("num_train_steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints")
+_POSITIVE_INTS = (
+    "num_train_steps",
+    "batch_size",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+)
 _NON_NEGATIVE_INTS = ("seed", "eval_batch_size", "eval_every", "num_devices")
 _CHOICES = {"best_mode": ("max", "min")}
 
@@ -71,12 +77,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first bad field (type, range or choice)."""
     for name in _POSITIVE_INTS + _NON_NEGATIVE_INTS:
         if name not in config:
-            raise ConfigError(f"config has no field {name!r}; start configs from crossjax.config.base_config()")
+            raise ConfigError(
+                f"config has no field {name!r}; start configs from crossjax.config.base_config()"
+            )
         value = config[name]
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"config.{name}={value!r} must be an integer, not {type(value).__name__}")
+            raise ConfigError(
+                f"config.{name}={value!r} must be an integer, not {type(value).__name__}"
+            )
         if value < (1 if name in _POSITIVE_INTS else 0):
-            raise ConfigError(f"config.{name}={value} must be {'>= 1' if name in _POSITIVE_INTS else '>= 0'}")
+            raise ConfigError(
+                f"config.{name}={value} must be {'>= 1' if name in _POSITIVE_INTS else '>= 0'}"
+            )
     for name, choices in _CHOICES.items():
         if config[name] not in choices:
             raise ConfigError(f"config.{name}={config[name]!r}; valid: {', '.join(choices)}")
@@ -84,7 +96,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if not isinstance(config.get(section), ml_collections.ConfigDict):
             raise ConfigError(f"config.{section} must be a section (ConfigDict)")
     if not isinstance(config.model.get("name"), str) or not config.model.name:
-        raise ConfigError("config.model.name must name a model (see crossjax.models.MODELS.names())")
+        raise ConfigError(
+            "config.model.name must name a model (see crossjax.models.MODELS.names())"
+        )
     if not isinstance(config.data.get("name"), str) or not config.data.name:
         raise ConfigError("config.data.name must name a dataset, e.g. 'crossjax_digits'")
     opt = config.optimizer
@@ -92,7 +106,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if not isinstance(opt.get(name), (int, float)) or isinstance(opt.get(name), bool):
             raise ConfigError(f"config.optimizer.{name}={opt.get(name)!r} must be a number")
     if not isinstance(opt.get("warmup_steps"), int) or opt.warmup_steps < 0:
-        raise ConfigError(f"config.optimizer.warmup_steps={opt.get('warmup_steps')!r} must be an integer >= 0")
+        raise ConfigError(
+            f"config.optimizer.warmup_steps={opt.get('warmup_steps')!r} must be an integer >= 0"
+        )
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:

@@ -25,8 +25,7 @@ def import_from_path(path: str, kind: str = "object") -> Any:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise ConfigError(
-            f"cannot import module {module_name!r} for {kind} {path!r} ({e}); "
-            "is it on PYTHONPATH?"
+            f"cannot import module {module_name!r} for {kind} {path!r} ({e}); is it on PYTHONPATH?"
         ) from e
     try:
         return getattr(module, attr)

@@ -55,12 +55,17 @@ def build_optimizer(config: ml_collections.ConfigDict, num_train_steps: int):
     opt = config.optimizer
     if opt.schedule == "cosine":
         lr = optax.warmup_cosine_decay_schedule(
-            0.0, opt.learning_rate, max(1, opt.warmup_steps), max(opt.warmup_steps + 1, num_train_steps)
+            0.0,
+            opt.learning_rate,
+            max(1, opt.warmup_steps),
+            max(opt.warmup_steps + 1, num_train_steps),
         )
     elif opt.schedule == "constant":
         lr = optax.join_schedules(
-            [optax.linear_schedule(0.0, opt.learning_rate, max(1, opt.warmup_steps)),
-             optax.constant_schedule(opt.learning_rate)],
+            [
+                optax.linear_schedule(0.0, opt.learning_rate, max(1, opt.warmup_steps)),
+                optax.constant_schedule(opt.learning_rate),
+            ],
             [max(1, opt.warmup_steps)],
         )
     else:
@@ -117,17 +122,24 @@ class Experiment:
     def abstract_state(self):
         shapes = jax.eval_shape(self._init)
         return jax.tree.map(
-            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, self.state_sharding
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+            shapes,
+            self.state_sharding,
         )
 
     def empty_train_metrics(self):
         shapes = jax.eval_shape(
-            lambda s, b: self._loss(s.params, b, s.step)[1][1], self.abstract_state(), self._abstract_batch()
+            lambda s, b: self._loss(s.params, b, s.step)[1][1],
+            self.abstract_state(),
+            self._abstract_batch(),
         )
         metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
         metrics["grad_norm"] = jnp.zeros((), jnp.float32)  # added by _train_step
-        acc = {"sum": metrics, "steps": jnp.zeros((), jnp.int32),
-               "first_nonfinite": jnp.full((), _NO_NONFINITE, jnp.int32)}
+        acc = {
+            "sum": metrics,
+            "steps": jnp.zeros((), jnp.int32),
+            "first_nonfinite": jnp.full((), _NO_NONFINITE, jnp.int32),
+        }
         return jax.device_put(acc, sharding.replicated(self.mesh))
 
     def _abstract_batch(self):
@@ -142,7 +154,8 @@ class Experiment:
         rngs, loss_rng = _rngs(self.seed, step)
         outputs = self._apply(params, batch, train=True, rngs=rngs)
         ctx = LossContext(
-            step=step, rng=loss_rng,
+            step=step,
+            rng=loss_rng,
             apply_fn=lambda b, *, train, rngs: self._apply(params, b, train=train, rngs=rngs),
         )
         loss, metrics = self.loss_fn(outputs, batch, ctx)
@@ -153,12 +166,14 @@ class Experiment:
         (loss, (_, metrics)), grads = grad_fn(state.params)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
         acc = {
             "sum": jax.tree.map(lambda a, m: a + m.astype(jnp.float32), acc["sum"], metrics),
             "steps": acc["steps"] + 1,
             "first_nonfinite": jnp.where(
-                jnp.isfinite(loss), acc["first_nonfinite"], jnp.minimum(acc["first_nonfinite"], state.step + 1)
+                jnp.isfinite(loss),
+                acc["first_nonfinite"],
+                jnp.minimum(acc["first_nonfinite"], state.step + 1),
             ),
         }
         return TrainState(state.step + 1, params, opt_state), acc
@@ -174,7 +189,8 @@ class Experiment:
         outputs = self._predict(params, batch)
         rngs, loss_rng = _rngs(self.seed + 1, jnp.zeros((), jnp.int32))
         ctx = LossContext(
-            step=jnp.zeros((), jnp.int32), rng=loss_rng,
+            step=jnp.zeros((), jnp.int32),
+            rng=loss_rng,
             apply_fn=lambda b, *, train, rngs: self._apply(params, b, train=train, rngs=rngs),
         )
         size = valid.shape[0]
@@ -225,8 +241,10 @@ class Experiment:
             return outputs, self.loss_fn(outputs, b, ctx)[1]
 
         outputs, metrics = jax.eval_shape(shapes, params, batch)
-        acc = {"sum": jax.tree.map(lambda _: jnp.zeros((), jnp.float32), metrics),
-               "count": jnp.zeros((), jnp.float32)}
+        acc = {
+            "sum": jax.tree.map(lambda _: jnp.zeros((), jnp.float32), metrics),
+            "count": jnp.zeros((), jnp.float32),
+        }
         if "logits" in outputs and "label" in batch and self.num_classes:
             acc["confusion"] = jnp.zeros((self.num_classes, self.num_classes), jnp.int32)
         return jax.device_put(acc, sharding.replicated(self.mesh))
@@ -286,20 +304,27 @@ def train_and_evaluate(
         (workdir_path / ".write_test").touch()
         (workdir_path / ".write_test").unlink()
     except OSError as e:
-        raise CrossjaxError(f"cannot write workdir {workdir} ({e.strerror}); choose another --workdir") from None
+        raise CrossjaxError(
+            f"cannot write workdir {workdir} ({e.strerror}); choose another --workdir"
+        ) from None
 
     with WorkdirLock(workdir_path), _StopRequest() as stop:
         mesh = sharding.make_mesh(config.get("num_devices", 0) or None)
         sharding.check_batch_size(config.batch_size, mesh)
         data = DataPipeline(
-            config.data, batch_size=config.batch_size, seed=config.seed,
+            config.data,
+            batch_size=config.batch_size,
+            seed=config.seed,
             vocab_path=workdir_path / "vocab.json",
         )
         exp = Experiment(config, data, mesh)
         writer = MetricWriter(workdir_path)
         ckpts = Checkpoints(
-            workdir_path / "checkpoints", save_every=config.checkpoint_every,
-            keep=config.keep_checkpoints, best_metric=config.best_metric or None, best_mode=config.best_mode,
+            workdir_path / "checkpoints",
+            save_every=config.checkpoint_every,
+            keep=config.keep_checkpoints,
+            best_metric=config.best_metric or None,
+            best_mode=config.best_mode,
         )
         try:
             return _run(config, exp, data, ckpts, writer, workdir_path, stop, on_step)
@@ -323,14 +348,25 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(json.dumps(config_dict, indent=2))
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    log.info("Model %s: %d parameters; %d train / %d eval examples",
-             config.model.name, num_params, data.num_train, data.num_eval)
+    log.info(
+        "Model %s: %d parameters; %d train / %d eval examples",
+        config.model.name,
+        num_params,
+        data.num_train,
+        data.num_eval,
+    )
 
     total = config.num_train_steps
     acc = exp.empty_train_metrics()
     eval_metrics: dict[str, float] | None = None
-    bar = tqdm(total=total, initial=start, unit="step", disable=jax.process_index() != 0,
-               dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(
+        total=total,
+        initial=start,
+        unit="step",
+        disable=jax.process_index() != 0,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
     last_log_time, last_log_step = time.perf_counter(), start
     step = start
     while step < total:
@@ -358,14 +394,23 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
         if is_eval:
             eval_metrics = exp.evaluate(state.params)
             writer.write_scalars(step, "test", eval_metrics)
-        if ckpts.should_save(step) or preempted:
-            ckpts.save(step, state=state, data_state=train_iter.get_state(), config=config_dict,
-                       metrics=eval_metrics if is_eval else None, force=preempted)
+        if (ckpts.should_save(step) and step < total) or preempted:  # the last save follows eval
+            ckpts.save(
+                step,
+                state=state,
+                data_state=train_iter.get_state(),
+                config=config_dict,
+                metrics=eval_metrics if is_eval else None,
+                force=preempted,
+            )
         if preempted:
             bar.close()
             ckpts.wait_until_finished()
-            log.warning("Stopped by signal %d at step %d; checkpoint saved, rerun to resume",
-                        stop.signal, step)
+            log.warning(
+                "Stopped by signal %d at step %d; checkpoint saved, rerun to resume",
+                stop.signal,
+                step,
+            )
             return {"preempted_at_step": float(step)}
     bar.close()
 
@@ -373,8 +418,14 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
     writer.write_scalars(step, "test", eval_metrics)
     exp.write_pictures(state.params, writer, step)
     if step not in ckpts.steps():
-        ckpts.save(step, state=state, data_state=train_iter.get_state(), config=config_dict,
-                   metrics=eval_metrics, force=True)
+        ckpts.save(
+            step,
+            state=state,
+            data_state=train_iter.get_state(),
+            config=config_dict,
+            metrics=eval_metrics,
+            force=True,
+        )
     ckpts.wait_until_finished()
     return eval_metrics
 
@@ -395,18 +446,30 @@ def _warn_config_changes(saved: dict, current: dict) -> None:
         log.warning("Config differs from the checkpoint's in: %s", ", ".join(changed))
 
 
-def evaluate_checkpoint(workdir: str, checkpoint: str | int = "latest") -> tuple[int, dict[str, float]]:
+def evaluate_checkpoint(
+    workdir: str, checkpoint: str | int = "latest"
+) -> tuple[int, dict[str, float]]:
     """Restores `checkpoint` of the run in `workdir` and evaluates it on its eval split."""
     workdir_path = Path(workdir)
     if not (workdir_path / "checkpoints").exists():
         raise CrossjaxError(f"no checkpoints in {workdir}; train there first with scripts/train.py")
-    ckpts = Checkpoints(workdir_path / "checkpoints", save_every=1)
+    with Checkpoints(workdir_path / "checkpoints", save_every=1) as reader:
+        latest = reader.read_config("latest")  # how this run ranks its checkpoints
+    ckpts = Checkpoints(
+        workdir_path / "checkpoints",
+        save_every=1,
+        best_metric=latest.get("best_metric") or None,
+        best_mode=latest.get("best_mode", "max"),
+    )
     try:
-        saved = ckpts.read_config(checkpoint)
-        config = ml_collections.ConfigDict(saved)
+        config = ml_collections.ConfigDict(ckpts.read_config(checkpoint))
         mesh = sharding.make_mesh(config.get("num_devices", 0) or None)
-        data = DataPipeline(config.data, batch_size=config.batch_size, seed=config.seed,
-                            vocab_path=workdir_path / "vocab.json")
+        data = DataPipeline(
+            config.data,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            vocab_path=workdir_path / "vocab.json",
+        )
         exp = Experiment(config, data, mesh)
         restored = ckpts.restore(exp.abstract_state(), checkpoint)
         return restored.step, exp.evaluate(restored.state.params)

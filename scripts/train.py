@@ -17,7 +17,9 @@ from ml_collections import config_flags  # noqa: E402
 
 from crossjax import cli  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
 flags.mark_flags_as_required(["config", "workdir"])
 

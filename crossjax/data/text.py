@@ -42,7 +42,9 @@ class Vocabulary:
     ) -> Vocabulary:
         """Vocabulary of words seen at least `min_count` times, at most `max_size` ids."""
         counts = collections.Counter(w for t in texts for w in tokenize(t))
-        ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        ranked = sorted(
+            (w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w)
+        )
         if max_size is not None:
             ranked = ranked[: max(0, max_size - len(_SPECIAL))]
         return cls(ranked)

@@ -1,0 +1,395 @@
+"""Checkpoints for one run: model state, input-iterator state and config, via Orbax.
+
+This is the only crossjax module that imports Orbax. A step directory holds three items:
+`state` (a pytree of possibly sharded arrays), `data` (the input iterator's JSON state)
+and `config` (the experiment config as JSON), plus Orbax's `metrics` JSON when a best
+metric is tracked. Completeness is Orbax's: a step is written under
+`<step>.orbax-checkpoint-tmp` and renamed to `<step>` on commit (`commit_success.txt` on
+GCS), and unfinished steps are never listed. Damage after commit (missing or truncated
+files) shows up only when restoring, so `restore("latest")` falls back to older steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocm
+
+from crossjax.errors import CrossjaxError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Restored:
+    """What `Checkpoints.restore` returns: the step and the three saved items."""
+
+    step: int
+    state: Any
+    data_state: dict
+    config: dict
+
+
+class _TolerantCheckpointManager(ocp.CheckpointManager):
+    """A CheckpointManager whose start-up survives an unreadable metrics file.
+
+    Orbax reads every step's `metrics` JSON when it starts and only tolerates a missing
+    file: a truncated one would make the whole run directory unopenable.
+    """
+
+    _warned: set[int] = set()
+
+    def metrics(self, step: int) -> Any:
+        try:
+            return super().metrics(step)
+        except Exception as e:  # noqa: BLE001 - any damage means "no metrics"
+            if step not in self._warned:  # steps() re-reads metrics; say it once
+                self._warned = self._warned | {step}
+                logger.warning("checkpoint step %d: unreadable metrics ignored (%s)", step, e)
+            return None
+
+
+def _metric_value(metrics: Any, name: str) -> float | None:
+    """The finite value of `metrics[name]`, or None when absent, non-numeric or NaN/inf."""
+    if not isinstance(metrics, Mapping) or name not in metrics:
+        return None
+    try:
+        value = float(metrics[name])
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _ranking_fn(name: str, mode: str) -> Callable[[Any], float]:
+    """Orbax's best_fn: the metric, or the worst possible score when it is missing."""
+    worst = -math.inf if mode == "max" else math.inf
+    return lambda metrics: v if (v := _metric_value(metrics, name)) is not None else worst
+
+
+def _short_reason(error: Exception, limit: int = 300) -> str:
+    """One line naming the error; tensorstore messages embed whole JSON specs."""
+    text = " ".join(str(error).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(error).__name__}: {text}"
+
+
+def _check_json(what: str, value: Any) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise CrossjaxError(f"{what} must be JSON-serializable for the checkpoint: {e}") from e
+
+
+def _ignore_closed_loop_errors() -> None:
+    """Silence the stray `RuntimeError: Event loop is closed` of a failed restore.
+
+    When one read of a restore fails, Orbax closes its asyncio loop while tensorstore
+    reads are still in flight; their completion callbacks then hit the closed loop and
+    land in `sys.unraisablehook`. They are harmless noise; everything else passes on.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_crossjax_filter", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is RuntimeError and "Event loop is closed" in str(
+            unraisable.exc_value
+        ):
+            return
+        previous(unraisable)
+
+    hook._crossjax_filter = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+class Checkpoints:
+    """Wraps `ocp.CheckpointManager` for one run directory (WORKDIR/checkpoints).
+
+    Keeps the latest `keep` checkpoints plus the best one by `best_metric` (when given).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        save_every: int,
+        keep: int = 3,
+        best_metric: str | None = None,
+        best_mode: str = "max",
+        async_save: bool = True,
+    ):
+        if save_every < 1:
+            raise CrossjaxError(f"checkpoint save_every must be >= 1, got {save_every}")
+        if keep < 1:
+            raise CrossjaxError(f"checkpoint keep must be >= 1, got {keep}")
+        if best_mode not in ("max", "min"):
+            raise CrossjaxError(f"checkpoint best_mode must be 'max' or 'min', got {best_mode!r}")
+        directory = os.fspath(directory)
+        self.directory = directory if "://" in directory else os.path.abspath(directory)
+        self.save_every = save_every
+        self.best_metric = best_metric
+        self.best_mode = best_mode
+        policies: list[ocm.PreservationPolicy] = [ocm.LatestN(n=keep)]
+        best_fn = None
+        if best_metric is not None:
+            best_fn = _ranking_fn(best_metric, best_mode)
+            # Saves without the metric rank worst, so they live only as long as LatestN
+            # keeps them and never displace the real best.
+            policies.append(
+                ocm.BestN(
+                    get_metric_fn=best_fn,
+                    reverse=best_mode == "min",
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            save_decision_policy=ocm.AnySavePolicy(
+                [ocm.FixedIntervalPolicy(save_every), ocm.PreemptionCheckpointingPolicy()]
+            ),
+            preservation_policy=ocm.AnyPreservationPolicy(policies),
+            # best_fn here only makes Orbax write the metrics item; preservation is above.
+            best_fn=best_fn,
+            best_mode=best_mode,
+            enable_async_checkpointing=async_save,
+            # Never delete tmp dirs on open: an evaluator may open a live run's directory.
+            cleanup_tmp_directories=False,
+        )
+        self._manager = _TolerantCheckpointManager(self.directory, options=options)
+        self._pending_step: int | None = None
+        self._unrestorable: set[int] = set()
+        self._closed = False
+
+    def steps(self) -> list[int]:
+        """Steps of complete checkpoints, ascending (a save still in flight is left out)."""
+        if self._manager.is_saving_in_progress():
+            pending = self._pending_step
+            return sorted(s for s in self._manager.all_steps() if s != pending)
+        self._manager.reload()  # also sees checkpoints written by another process
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None if there is none."""
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def should_save(self, step: int) -> bool:
+        """Whether `step` is a regular save step (or a multi-host preemption sync point)."""
+        return step % self.save_every == 0 or self._manager.reached_preemption(step)
+
+    def save(
+        self,
+        step: int,
+        *,
+        state: Any,
+        data_state: dict,
+        config: dict,
+        metrics: Mapping[str, float] | None = None,
+        force: bool = False,
+    ) -> bool:
+        """Starts an (async) save of `state`, `data_state` and `config` at `step`.
+
+        Returns whether a save started: False when `step` is not a save step and not
+        `force`d, or when a checkpoint of `step` already exists (e.g. a forced final save
+        right after the regular one). `metrics` rank checkpoints for "best" and are only
+        recorded when `best_metric` is set.
+        """
+        if not force and not self.should_save(step):
+            return False
+        _check_json("data_state", data_state)
+        _check_json("config", config)
+        self._manager.wait_until_finished()
+        self._drop_unrestorable()
+        existing = sorted(self._manager.all_steps())
+        if step in existing:
+            logger.info(
+                "checkpoint step %d already exists in %s; not saving again", step, self.directory
+            )
+            return False
+        newer = [s for s in existing if s > step]
+        if newer:
+            raise CrossjaxError(
+                f"cannot save step {step}: {self.directory} holds newer checkpoints {newer} "
+                "from another run; resume from the latest or choose another --workdir"
+            )
+        # Orbax writes the metrics item only when it is not None. An empty dict marks a
+        # save without eval; it ranks worst (see _ranking_fn) and avoids Orbax's warning.
+        metric_values = {k: float(v) for k, v in (metrics or {}).items()}
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state),
+            config=ocp.args.JsonSave(config),
+        )
+        started = self._manager.save(step, args=args, metrics=metric_values, force=True)
+        if started:
+            self._pending_step = step
+        return bool(started)
+
+    def _drop_unrestorable(self) -> None:
+        """Deletes steps that failed to restore and were superseded by an older one.
+
+        They are newer than the step the run resumed from, so they would hold a `keep`
+        slot and block re-saving the same step numbers.
+        """
+        for step in sorted(self._unrestorable):
+            if step in self._manager.all_steps():
+                logger.warning(
+                    "deleting checkpoint step %d in %s: it could not be restored and the "
+                    "run resumed from an older step",
+                    step,
+                    self.directory,
+                )
+                self._manager.delete(step)
+        self._unrestorable.clear()
+
+    def restore(self, abstract_state: Any, step: int | str = "latest") -> Restored:
+        """Restores `step` ("latest", "best" or an int) onto `abstract_state`'s shardings.
+
+        `abstract_state` is a pytree of `jax.ShapeDtypeStruct` with `.sharding`, so the
+        arrays land sharded as requested, also on a different device count. "latest"
+        skips damaged checkpoints with a warning and falls back to older ones.
+        """
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore(),
+            config=ocp.args.JsonRestore(),
+        )
+        found, result = self._restore(step, args)
+        return Restored(found, result.state, dict(result.data), dict(result.config))
+
+    def read_config(self, step: int | str = "latest") -> dict:
+        """Just the saved config JSON of `step` (to build the model before restoring)."""
+        _, result = self._restore(step, ocp.args.Composite(config=ocp.args.JsonRestore()))
+        return dict(result.config)
+
+    def _restore(self, step: int | str, args: ocp.args.Composite) -> tuple[int, Any]:
+        _ignore_closed_loop_errors()
+        self._manager.wait_until_finished()
+        steps = self.steps()
+        if not steps:
+            raise CrossjaxError(
+                f"no checkpoint in {self.directory}; train first or check --workdir"
+            )
+        if step == "latest":
+            candidates = steps[::-1]
+        elif step == "best":
+            candidates = [self._best_step(steps)]
+        elif isinstance(step, int) and not isinstance(step, bool):
+            if step not in steps:
+                raise CrossjaxError(
+                    f"no checkpoint for step {step} in {self.directory}; available steps: {steps}"
+                )
+            candidates = [step]
+        else:
+            raise CrossjaxError(f"checkpoint step must be an int, 'latest' or 'best'; got {step!r}")
+        failed: list[tuple[int, str]] = []
+        for candidate in candidates:
+            try:
+                result = self._manager.restore(candidate, args=args)
+            except Exception as e:  # noqa: BLE001 - any damage: fall back or report
+                reason = _short_reason(e)
+                if step != "latest":
+                    raise CrossjaxError(
+                        f"checkpoint step {candidate} in {self.directory} cannot be restored "
+                        f"({reason})"
+                    ) from e
+                logger.warning(
+                    "checkpoint step %d in %s cannot be restored (%s); falling back to the "
+                    "previous checkpoint",
+                    candidate,
+                    self.directory,
+                    reason,
+                )
+                failed.append((candidate, reason))
+                continue
+            if failed:
+                self._unrestorable.update(s for s, _ in failed)
+                logger.warning(
+                    "restored checkpoint step %d after skipping unrestorable steps %s",
+                    candidate,
+                    [s for s, _ in failed],
+                )
+            return candidate, result
+        details = "; ".join(f"step {s}: {r}" for s, r in failed)
+        raise CrossjaxError(f"no checkpoint in {self.directory} could be restored ({details})")
+
+    def _best_step(self, steps: list[int]) -> int:
+        """The kept step with the best `best_metric`; the newest wins a tie (as in BestN)."""
+        if self.best_metric is None:
+            raise CrossjaxError(
+                "restoring the 'best' checkpoint needs best_metric to be set "
+                "(the eval metric that ranks checkpoints)"
+            )
+        sign = 1.0 if self.best_mode == "max" else -1.0
+        scored = [
+            (sign * value, s)
+            for s in steps
+            if (value := _metric_value(self._manager.metrics(s), self.best_metric)) is not None
+        ]
+        if not scored:
+            raise CrossjaxError(
+                f"no checkpoint in {self.directory} has metric {self.best_metric!r}; "
+                f"available steps: {steps}"
+            )
+        return max(scored)[1]
+
+    def wait_until_finished(self) -> None:
+        """Blocks until an in-flight async save is committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for in-flight saves, then releases Orbax's resources. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._manager.close()
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class WorkdirLock:
+    """Refuses a second run on a workdir that a live run holds.
+
+    An exclusive `flock` on WORKDIR/.lock; the OS drops it when the holder dies, so a
+    crashed run never blocks the next. In a multi-host job take it on one process only.
+    """
+
+    def __init__(self, workdir: str | os.PathLike):
+        self.workdir = os.fspath(workdir)
+        self.path = os.path.join(self.workdir, ".lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> WorkdirLock:
+        os.makedirs(self.workdir, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise CrossjaxError(
+                f"workdir {self.workdir} is in use by a live run (pid {holder}); "
+                "wait for it or choose another --workdir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,108 @@
+"""The input pipeline: Batch contract, determinism, exact resume, full eval pass, catalog data."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from crossjax.config import base_config
+from crossjax.data.pipeline import DataPipeline
+from crossjax.data.text import Vocabulary
+from crossjax.errors import ConfigError
+
+
+def _data_config(name="crossjax_digits/tiny", modalities=("image", "text", "audio")):
+    config = base_config().data
+    config.name = name
+    config.modalities = modalities
+    return config
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    vocab_path = tmp_path_factory.mktemp("run") / "vocab.json"
+    return DataPipeline(_data_config(), batch_size=16, seed=3, vocab_path=vocab_path)
+
+
+def test_batches_follow_the_contract(pipeline):
+    batch = next(pipeline.train_iterator())
+    assert batch["image"].shape == (16, 8, 8, 1) and batch["image"].dtype == np.float32
+    assert batch["text"].shape == (16, 16) and batch["text"].dtype == np.int32
+    assert batch["text_mask"].dtype == bool and batch["text_mask"].any(axis=1).all()
+    assert batch["audio"].shape == (16, 2000) and batch["audio"].dtype == np.float32
+    assert batch["label"].shape == (16,) and batch["label"].dtype == np.int32
+    assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+    assert pipeline.spec.num_classes == 10 and pipeline.spec.sample_rate == 8000
+    assert pipeline.spec.vocab_size == len(pipeline.vocab)
+
+
+def test_same_seed_same_batches_other_seed_differs(pipeline, tmp_path):
+    again = DataPipeline(_data_config(), batch_size=16, seed=3, vocab_path=tmp_path / "v.json")
+    other = DataPipeline(_data_config(), batch_size=16, seed=4, vocab_path=tmp_path / "v.json")
+    a, b, c = (next(p.train_iterator())["label"] for p in (pipeline, again, other))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_iterator_state_resumes_exactly(pipeline):
+    it = pipeline.train_iterator()
+    for _ in range(3):
+        next(it)
+    state = it.get_state()
+    expected = [next(it) for _ in range(40)]  # crosses an epoch boundary (480 / 16 = 30)
+    resumed = pipeline.train_iterator(state)
+    for want in expected:
+        got = next(resumed)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_epoch_visits_every_training_example_once(pipeline):
+    it = pipeline.train_iterator()
+    steps = pipeline.num_train // 16
+    images = np.concatenate([next(it)["image"].reshape(16, -1) for _ in range(steps)])
+    source = pipeline.sources["train"]
+    assert len({im.tobytes() for im in images}) == len(
+        {np.asarray(source[i]["image"], np.float32).tobytes() for i in range(len(source))}
+    )
+
+
+def test_eval_pass_covers_each_example_once_with_padding(pipeline):
+    batches = list(pipeline.eval_batches(batch_size=32))
+    valid = np.concatenate([b["valid"] for b in batches])
+    assert valid.sum() == pipeline.num_eval and len(valid) == 32 * len(batches)
+    labels = np.concatenate([b["label"][b["valid"]] for b in batches])
+    source = pipeline.sources["test"]
+    np.testing.assert_array_equal(labels, [source[i]["label"] for i in range(len(source))])
+
+
+def test_vocabulary_is_stored_with_the_run_and_reloaded(pipeline, tmp_path):
+    path = tmp_path / "vocab.json"
+    built = DataPipeline(_data_config(), batch_size=16, seed=0, vocab_path=path)
+    assert path.exists()
+    assert Vocabulary.load(path).words == built.vocab.words == pipeline.vocab.words
+    ids, mask = built.vocab.encode("the digit seven qqqzzz", 6)
+    assert ids[3] == 1 and mask.tolist() == [True] * 4 + [False] * 2  # unknown word -> 1
+
+
+def test_modality_the_dataset_lacks_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="has no modality 'audio'"):
+        DataPipeline(
+            _data_config("crossjax_shapes/tiny", ("image", "audio")),
+            batch_size=8,
+            seed=0,
+            vocab_path=None,
+        )
+
+
+def test_unknown_dataset_lists_embedded_ones():
+    with pytest.raises(ConfigError, match="unknown dataset 'no_such_set'.*crossjax_digits"):
+        DataPipeline(_data_config("no_such_set", ("image",)), batch_size=8, seed=0, vocab_path=None)
+
+
+def test_catalog_dataset_by_name_through_mock_data(tmp_path):
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+        p = DataPipeline(_data_config("mnist", ("image",)), batch_size=8, seed=0, vocab_path=None)
+        batch = next(p.train_iterator())
+    assert p.spec.image_shape == (28, 28, 1) and p.spec.num_classes == 10
+    assert batch["image"].dtype == np.float32 and batch["image"].max() <= 1.0
+    assert batch["label"].shape == (8,)
