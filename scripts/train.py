@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
     del argv
     from crossjax.train import format_metrics, train_and_evaluate
 
-    metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    metrics = train_and_evaluate(cli.config_value(_CONFIG), _WORKDIR.value)
     print(format_metrics(metrics))
 
 

@@ -1,0 +1,95 @@
+"""The scripts as a user runs them: every user error is one line, exit code 2, and the
+workdir keeps what it had."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = "configs/digits_fusion.py:tiny"
+
+
+def _run(script, *args):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run(
+        [sys.executable, f"scripts/{script}.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture
+def workdir_with_results(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--config.model.name=nope"],
+            "error: unknown model 'nope'; valid: autoencoder, fusion_classifier",
+        ),
+        (["--config.losses=(('nope', 1.0),)"], "error: unknown loss 'nope'; valid:"),
+        (["--config.data.name=no_such_set"], "error: unknown dataset 'no_such_set'"),
+        (["--config.batch_size=abc"], "error: bad flag: flag --config.batch_size=abc"),
+        (["--config.batch_size=-4"], "error: config.batch_size=-4 must be >= 1"),
+        (["--config.nosuchfield=3"], "error: unknown config field"),
+        (["--config.data.modalities=('image', 'smell')"], "error: data.modalities="),
+        (
+            [
+                "--config.data.name=crossjax_shapes/tiny",
+                "--config.data.modalities=('image', 'audio')",
+            ],
+            "error: dataset 'crossjax_shapes/tiny' has no modality 'audio'",
+        ),
+    ],
+)
+def test_config_errors_are_one_line_and_keep_the_workdir(args, message, workdir_with_results):
+    code, _, err = _run("train", f"--config={TINY}", f"--workdir={workdir_with_results}", *args)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith(message), err
+    assert "Traceback" not in err
+    assert (workdir_with_results / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_missing_config_file(tmp_path):
+    code, _, err = _run("train", "--config=configs/nope.py", f"--workdir={tmp_path}")
+    assert (
+        code == 2
+        and err.strip().splitlines()[-1] == "error: config file configs/nope.py does not exist"
+    )
+
+
+def test_unwritable_workdir(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    code, _, err = _run("train", f"--config={TINY}", f"--workdir={blocker}/run")
+    assert code == 2 and "error: cannot write workdir" in err and "Traceback" not in err
+    assert blocker.read_text() == "keep me"
+
+
+def test_train_then_evaluate_print_the_same_accuracy(tmp_path):
+    code, out, err = _run("train", f"--config={TINY}", f"--workdir={tmp_path}")
+    assert code == 0, err
+    trained = json.loads(out.strip().splitlines()[-1])
+    code, out, err = _run("evaluate", f"--workdir={tmp_path}")
+    assert code == 0, err
+    evaluated = json.loads(out.strip().splitlines()[-1])
+    assert evaluated["accuracy"] == trained["accuracy"] and evaluated["step"] == 8
+    code, _, err = _run("evaluate", f"--workdir={tmp_path}", "--checkpoint=3")
+    assert code == 2 and "available" in err.strip().splitlines()[-1]
+
+
+def test_evaluate_without_checkpoints(tmp_path):
+    code, _, err = _run("evaluate", f"--workdir={tmp_path}")
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: no checkpoints in")
