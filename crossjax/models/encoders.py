@@ -1,0 +1,162 @@
+"""Per-modality encoders: one input modality (B, ...) -> an embedding (B, features).
+
+Image encoders take `image` (B, H, W, C) and are chosen by name from `IMAGE_ENCODERS`
+("mlp" | "cnn", or "package.module:Class" for your own module with the same fields).
+`BagOfWordsTextEncoder` takes `text` (B, L) and `text_mask` (B, L); `AudioEncoder`
+takes a raw waveform `audio` (B, T). All compute in `dtype`; params stay float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crossjax.registry import Registry
+
+IMAGE_ENCODERS: Registry[type[nn.Module]] = Registry("image encoder")
+
+_LOG_EPS = 1e-6
+
+
+class MLP(nn.Module):
+    """Dense layers with ReLU between them: (B, D_in) -> (B, features[-1])."""
+
+    features: Sequence[int]
+    activate_final: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, width in enumerate(self.features):
+            x = nn.Dense(width, dtype=self.dtype, name=f"dense_{i}")(x)
+            if i < len(self.features) - 1 or self.activate_final:
+                x = nn.relu(x)
+        return x
+
+
+@IMAGE_ENCODERS.register("mlp")
+class MLPImageEncoder(nn.Module):
+    """Flattened pixels through an MLP: image (B, H, W, C) -> (B, features)."""
+
+    hidden: Sequence[int] = (256,)
+    features: int = 128
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, image: jax.Array, *, train: bool = False) -> jax.Array:
+        chex.assert_rank(image, 4)
+        x = image.reshape(image.shape[0], -1).astype(self.dtype)
+        return MLP((*self.hidden, self.features), dtype=self.dtype)(x)
+
+
+@IMAGE_ENCODERS.register("cnn")
+class CNNImageEncoder(nn.Module):
+    """3x3 conv + ReLU + 2x2 average pool per entry of `channels`, then global mean pool
+    and a Dense layer: image (B, H, W, C) -> (B, features). Works for any H, W."""
+
+    channels: Sequence[int] = (32, 64)
+    features: int = 128
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, image: jax.Array, *, train: bool = False) -> jax.Array:
+        chex.assert_rank(image, 4)
+        x = image.astype(self.dtype)
+        x = _conv_stack(x, self.channels, self.dtype)
+        x = jnp.mean(x, axis=(1, 2))  # global pool keeps the head independent of H, W
+        return nn.Dense(self.features, dtype=self.dtype)(x)
+
+
+def _conv_stack(x: jax.Array, channels: Sequence[int], dtype: Any) -> jax.Array:
+    """(B, H, W, C) -> (B, ~H / 2^n, ~W / 2^n, channels[-1]); must run inside a compact method."""
+    for width in channels:
+        x = nn.relu(nn.Conv(width, (3, 3), padding="SAME", dtype=dtype)(x))
+        # SAME padding in the pool so sides of size 1 survive.
+        x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    return x
+
+
+class BagOfWordsTextEncoder(nn.Module):
+    """Word embeddings, masked mean over tokens, then Dense: text (B, L) -> (B, features).
+
+    Positions where `text_mask` is False never influence the result (their ids are not
+    even looked up), so padding and out-of-range ids there are harmless. A row with no
+    unmasked token pools to zeros.
+    """
+
+    vocab_size: int
+    embed_dim: int = 64
+    features: int = 128
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, text: jax.Array, text_mask: jax.Array, *, train: bool = False) -> jax.Array:
+        chex.assert_rank(text, 2)
+        chex.assert_equal_shape([text, text_mask])
+        mask = text_mask.astype(bool)
+        ids = jnp.where(mask, text, 0)
+        embedded = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)(ids)
+        embedded = jnp.where(mask[..., None], embedded, 0)
+        count = jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1).astype(self.dtype)
+        pooled = jnp.sum(embedded, axis=1) / count
+        return nn.Dense(self.features, dtype=self.dtype)(pooled)
+
+
+def num_frames(num_samples: int, frame_length: int, hop_length: int) -> int:
+    """Frames `log_spectrogram` makes from `num_samples` samples (no padding)."""
+    if num_samples < frame_length:
+        raise ValueError(
+            f"audio of {num_samples} samples is shorter than one frame ({frame_length})"
+        )
+    return 1 + (num_samples - frame_length) // hop_length
+
+
+def hann_window(frame_length: int) -> np.ndarray:
+    """Periodic Hann window (as scipy.signal.get_window("hann", N)): (frame_length,)."""
+    n = np.arange(frame_length)
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / frame_length)).astype(np.float32)
+
+
+def log_spectrogram(audio: jax.Array, frame_length: int, hop_length: int) -> jax.Array:
+    """Log-magnitude STFT of a waveform: audio (B, T) -> (B, frames, frame_length // 2 + 1).
+
+    Frames start every `hop_length` samples with no padding, so
+    frames = 1 + (T - frame_length) // hop_length; each frame is multiplied by a periodic
+    Hann window before `jnp.fft.rfft`; the value is log(1e-6 + |X|).
+    """
+    chex.assert_rank(audio, 2)
+    frames = num_frames(audio.shape[1], frame_length, hop_length)
+    index = np.arange(frames)[:, None] * hop_length + np.arange(frame_length)[None, :]
+    framed = audio.astype(jnp.float32)[:, index] * hann_window(frame_length)
+    spectrum = jnp.fft.rfft(framed, axis=-1)
+    return jnp.log(_LOG_EPS + jnp.abs(spectrum))
+
+
+class AudioEncoder(nn.Module):
+    """Log spectrogram then a small 2-D conv net: audio (B, T) -> (B, features).
+
+    The spectrogram (B, frames, bins) is computed in float32 (see `log_spectrogram`) and
+    treated as a one-channel image; conv blocks as in `CNNImageEncoder`, global mean pool,
+    Dense. T must be at least `frame_length`.
+    """
+
+    frame_length: int = 256
+    hop_length: int = 128
+    channels: Sequence[int] = (16, 32)
+    features: int = 128
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, audio: jax.Array, *, train: bool = False) -> jax.Array:
+        chex.assert_rank(audio, 2)
+        spec = log_spectrogram(audio, self.frame_length, self.hop_length)
+        x = spec[..., None].astype(self.dtype)
+        x = _conv_stack(x, self.channels, self.dtype)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.features, dtype=self.dtype)(x)
