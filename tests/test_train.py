@@ -150,3 +150,15 @@ def test_second_run_on_a_held_workdir_is_refused(tmp_path):
     with WorkdirLock(tmp_path):
         with pytest.raises(CrossjaxError, match="in use by a live run"):
             train_lib.train_and_evaluate(_config(), str(tmp_path))
+
+
+def test_vae_reports_elbo_terms_and_writes_a_reconstruction_grid(tmp_path):
+    from configs import digits_vae
+
+    metrics = train_lib.train_and_evaluate(digits_vae.get_config("tiny"), str(tmp_path))
+    assert metrics["neg_elbo"] == pytest.approx(metrics["reconstruction"] + metrics["kl"], rel=1e-5)
+    assert metrics["kl"] > 0 and "accuracy" not in metrics
+    grid = tmp_path / "images" / "reconstruction_image.png"
+    from PIL import Image
+
+    assert Image.open(grid).size == (16 * 9 + 1, 2 * 9 + 1)  # 16 digits over their reconstructions
