@@ -139,16 +139,20 @@ def log_spectrogram(audio: jax.Array, frame_length: int, hop_length: int) -> jax
 
 
 class AudioEncoder(nn.Module):
-    """Log spectrogram then a small 2-D conv net: audio (B, T) -> (B, features).
+    """Log spectrogram then a temporal conv net: audio (B, T) -> (B, features).
 
     The spectrogram (B, frames, bins) is computed in float32 (see `log_spectrogram`) and
-    treated as a one-channel image; conv blocks as in `CNNImageEncoder`, global mean pool,
-    Dense. T must be at least `frame_length`.
+    layer-normalised per frame; frequency bins are the channels of 1-D convolutions over
+    time (kernel `kernel_size`, ReLU), so the net keeps which frequencies are present, and
+    a max over frames makes it insensitive to when the sound starts. T must be at least
+    `frame_length`. (A 2-D conv over the spectrogram image was 13x slower per step on
+    CPU, where XLA's 2-D convolution backward pass is slow, and pooled away frequency.)
     """
 
     frame_length: int = 256
     hop_length: int = 128
-    channels: Sequence[int] = (16, 32)
+    channels: Sequence[int] = (64, 64)
+    kernel_size: int = 3
     features: int = 128
     dtype: Any = jnp.float32
 
@@ -156,7 +160,8 @@ class AudioEncoder(nn.Module):
     def __call__(self, audio: jax.Array, *, train: bool = False) -> jax.Array:
         chex.assert_rank(audio, 2)
         spec = log_spectrogram(audio, self.frame_length, self.hop_length)
-        x = spec[..., None].astype(self.dtype)
-        x = _conv_stack(x, self.channels, self.dtype)
-        x = jnp.mean(x, axis=(1, 2))
+        x = nn.LayerNorm(dtype=self.dtype)(spec.astype(self.dtype))
+        for width in self.channels:
+            x = nn.relu(nn.Conv(width, (self.kernel_size,), dtype=self.dtype)(x))
+        x = jnp.max(x, axis=1)
         return nn.Dense(self.features, dtype=self.dtype)(x)
