@@ -36,6 +36,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.losses = (
         ("neg_elbo", 1.0, {"modality": "image", "likelihood": likelihood, "beta": 1.0}),
     )
+    config.evaluators = (("reconstruction_images", {"modality": "image"}),)
     config.optimizer.learning_rate = 1e-3
     if variant == "tiny":
         shrink_to_tiny(config)

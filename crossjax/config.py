@@ -47,6 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
     )
     c.model = ml_collections.ConfigDict({"name": ""})
     c.losses = (("cross_entropy", 1.0),)
+    c.evaluators = ()  # extra evaluators: "name" or ("name", {kwargs}); see crossjax.evaluators
     c.optimizer = ml_collections.ConfigDict(
         {
             "name": "adamw",

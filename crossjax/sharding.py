@@ -48,3 +48,12 @@ def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
     """Global arrays sharded over `data` from this process's share of the batch."""
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+    """The full value of a (possibly multi-process) global array as numpy, on every process."""
+    if jax.process_count() == 1:
+        return np.asarray(jax.device_get(array))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))

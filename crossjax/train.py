@@ -30,8 +30,9 @@ from crossjax.config import config_to_dict, validate_config
 from crossjax.data.pipeline import DataPipeline
 from crossjax.data.spec import dummy_batch
 from crossjax.errors import CrossjaxError
+from crossjax.evaluators import EvalContext, parse_evaluators
 from crossjax.losses import LossContext, build_loss
-from crossjax.metric_writer import MetricWriter, image_grid
+from crossjax.metric_writer import MetricWriter
 from crossjax.metrics.classification import (
     accuracy_from_confusion,
     confusion_matrix,
@@ -107,6 +108,7 @@ class Experiment:
         self.train_step = jax.jit(self._train_step, donate_argnums=(0, 2))
         self.eval_step = jax.jit(self._eval_step, donate_argnums=(2,))
         self.predict = jax.jit(self._predict)
+        self.evaluators = parse_evaluators(config.get("evaluators", ()))
 
     # -- state ----------------------------------------------------------------------------
     def _init(self) -> TrainState:
@@ -214,12 +216,29 @@ class Experiment:
             )
         return new
 
-    def evaluate(self, params) -> dict[str, float]:
-        """A full pass over the eval split; loss metrics averaged over examples."""
-        batches = self.data.eval_batches(self.config.eval_batch_size or self.config.batch_size)
+    def _eval_global_batches(self):
+        """One pass over the eval split as global batches with a `valid` (B,) bool entry."""
+        size = self.config.eval_batch_size or self.config.batch_size
+        for local in self.data.eval_batches(size):
+            yield sharding.to_global(local, self.mesh)
+
+    def _eval_batches_for_evaluators(self):
+        for batch in self._eval_global_batches():
+            valid = sharding.to_host(batch.pop("valid"))
+            yield batch, valid
+
+    def evaluate(
+        self,
+        params,
+        *,
+        step: int = 0,
+        writer: MetricWriter | None = None,
+        workdir: Path | None = None,
+    ) -> dict[str, float]:
+        """A full pass over the eval split (loss metrics averaged over examples), then the
+        evaluators named in `config.evaluators`."""
         acc = None
-        for local in batches:
-            batch = sharding.to_global(local, self.mesh)
+        for batch in self._eval_global_batches():
             if acc is None:
                 acc = self._empty_eval_acc(params, batch)
             acc = self.eval_step(params, batch, acc)
@@ -230,6 +249,21 @@ class Experiment:
             metrics["accuracy"] = accuracy_from_confusion(acc["confusion"])
             metrics["macro_f1"] = macro_f1_from_confusion(acc["confusion"])
         metrics["num_examples"] = float(acc["count"])
+        ctx = EvalContext(
+            config=self.config,
+            spec=self.data.spec,
+            params=params,
+            step=step,
+            workdir=workdir,
+            writer=writer,
+            predict=lambda b: self.predict(params, b),
+            batches=self._eval_batches_for_evaluators,
+            model=self.model,
+            mesh=self.mesh,
+        )
+        for _name, evaluator, kwargs in self.evaluators:
+            for key, value in evaluator(ctx, **kwargs).items():
+                metrics[key] = float(value)
         return metrics
 
     def _empty_eval_acc(self, params, batch):
@@ -248,19 +282,6 @@ class Experiment:
         if "logits" in outputs and "label" in batch and self.num_classes:
             acc["confusion"] = jnp.zeros((self.num_classes, self.num_classes), jnp.int32)
         return jax.device_put(acc, sharding.replicated(self.mesh))
-
-    def write_pictures(self, params, writer: MetricWriter, step: int, num: int = 16) -> None:
-        """Inputs above reconstructions for every image-shaped `recon*/<m>` output."""
-        local = next(iter(self.data.eval_batches()))
-        local.pop("valid")
-        batch = sharding.to_global(local, self.mesh)
-        outputs = jax.device_get(self.predict(params, batch))
-        for m in self.data.modalities:
-            recon = outputs.get(f"recon_mean/{m}", outputs.get(f"recon/{m}"))
-            if recon is None or m != "image" or recon.shape != local[m].shape:
-                continue
-            grid = image_grid([local[m][:num], np.asarray(recon[:num])])
-            writer.write_image(step, f"reconstruction_{m}", grid)
 
 
 class _StopRequest:
@@ -392,7 +413,7 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
             acc = exp.empty_train_metrics()
         if is_eval:
-            eval_metrics = exp.evaluate(state.params)
+            eval_metrics = exp.evaluate(state.params, step=step, writer=writer, workdir=workdir)
             writer.write_scalars(step, "test", eval_metrics)
         if (ckpts.should_save(step) and step < total) or preempted:  # the last save follows eval
             ckpts.save(
@@ -414,9 +435,8 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
             return {"preempted_at_step": float(step)}
     bar.close()
 
-    eval_metrics = exp.evaluate(state.params)
+    eval_metrics = exp.evaluate(state.params, step=step, writer=writer, workdir=workdir)
     writer.write_scalars(step, "test", eval_metrics)
-    exp.write_pictures(state.params, writer, step)
     if step not in ckpts.steps():
         ckpts.save(
             step,
