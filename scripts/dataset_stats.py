@@ -1,6 +1,6 @@
 """Measures how hard each modality of crossjax_digits is, with quick sklearn proxies.
 
-python scripts/dataset_stats.py --data_dir /tmp/crossjax_data --config default
+PYTHONPATH=. python scripts/dataset_stats.py --data_dir /tmp/crossjax_data --config default
 
 Prepares `crossjax_digits/<config>` into --data_dir (array_record, no TensorFlow), trains
 one simple classifier per modality on train and prints test accuracies:
@@ -13,6 +13,7 @@ The dataset is tuned so each modality is ~0.8-0.9 and fusion >= 0.985.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -23,10 +24,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
-from crossjax.data.digits import CrossjaxDigits
+from crossjax.data.digits import CrossjaxDigits, DigitsConfig
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where to prepare the dataset.", required=True)
 _CONFIG = flags.DEFINE_string("config", "default", "Builder config name: default or tiny.")
+_SEED = flags.DEFINE_integer(
+    "seed", None, "If set, the `default` sizes with this seed (config name seed<N>)."
+)
 
 FRAME, HOP = 256, 128
 
@@ -51,7 +55,8 @@ def load_split(source) -> dict[str, np.ndarray]:
 
 
 def proxy_accuracies(train: dict, test: dict) -> dict[str, float]:
-    """Test accuracy of each single-modality proxy and of two fusions."""
+    """Test accuracy of each single-modality proxy and of two fusions, and the correlation
+    between single-modality errors (near 0: independent)."""
     y_train, y_test = train["label"], test["label"]
     acc, log_probs = {}, []
 
@@ -76,6 +81,12 @@ def proxy_accuracies(train: dict, test: dict) -> dict[str, float]:
     acc["audio (spectrogram max, logistic)"] = audio_model.score(audio_test, y_test)
     log_probs.append(np.log(audio_model.predict_proba(audio_test) + 1e-9))
 
+    errors = {
+        name: np.argmax(lp, axis=1) != y_test
+        for name, lp in zip(("image", "text", "audio"), log_probs, strict=True)
+    }
+    for a, b in itertools.combinations(errors, 2):
+        acc[f"error correlation {a}/{b}"] = float(np.corrcoef(errors[a], errors[b])[0, 1])
     acc["fusion (product of posteriors)"] = float(
         np.mean(np.argmax(sum(log_probs), axis=1) == y_test)
     )
@@ -89,17 +100,18 @@ def proxy_accuracies(train: dict, test: dict) -> dict[str, float]:
 def main(argv: list[str]) -> None:
     del argv
     start = time.perf_counter()
-    builder = CrossjaxDigits(
-        config=_CONFIG.value, data_dir=_DATA_DIR.value, file_format="array_record"
-    )
+    config = _CONFIG.value
+    if _SEED.value is not None:
+        config = DigitsConfig(name=f"seed{_SEED.value}", seed=_SEED.value)
+    builder = CrossjaxDigits(config=config, data_dir=_DATA_DIR.value, file_format="array_record")
     builder.download_and_prepare()
     prepared = time.perf_counter()
     sources = builder.as_data_source()
     train, test = load_split(sources["train"]), load_split(sources["test"])
     acc = proxy_accuracies(train, test)
-    print(f"\ncrossjax_digits/{_CONFIG.value}: {len(train['label'])} train, "
+    print(f"\ncrossjax_digits/{builder.builder_config.name}: {len(train['label'])} train, "
           f"{len(test['label'])} test; prepare {prepared - start:.1f} s (0 if cached)")  # fmt: skip
-    print(f"{'proxy':40s} test accuracy")
+    print(f"{'test accuracy (or error correlation)':40s} value")
     for name, value in acc.items():
         print(f"{name:40s} {value:.4f}")
 

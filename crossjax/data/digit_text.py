@@ -49,7 +49,7 @@ _NO_INFO = (
     "some {noun} written by hand",
     "a {noun}",
     "a scribble on paper",
-    "hard to read this one",
+    "hard to read this {noun}",
     "a {noun} on a small card",
 )
 _DISTRACTORS = (
@@ -57,7 +57,13 @@ _DISTRACTORS = (
     "probably", "dark", "faint", "neat", "old", "scan", "photo", "grey", "tilted", "thin",
     "thick", "bold", "really",
 )  # fmt: skip
+_MEANINGFUL = frozenset((*NUMBER_WORDS, *(str(d) for d in range(10)), "odd", "even", "prime"))
 _PRIMES = (2, 3, 5, 7)
+# Words whose loss would make a partial statement false ("not a three" -> "a three").
+_PROTECTED = frozenset(
+    ("not", "either", "or", "above", "below", "under", "bigger", "smaller", "greater", "less",
+     "more", "than")
+)  # fmt: skip
 
 
 def _number(rng: np.random.Generator, digit: int) -> str:
@@ -135,5 +141,7 @@ def describe_digit(rng: np.random.Generator, label: int, *, noisy: bool = True) 
             distractor_prob=DISTRACTOR_PROB,
             distractors=_DISTRACTORS,
             max_words=MAX_WORDS,
+            protected=_PROTECTED,
+            meaningful=_MEANINGFUL,
         )
     return " ".join(words[:MAX_WORDS])

@@ -18,7 +18,7 @@ COL_HZ = (1209.0, 1336.0, 1477.0)
 KEYPAD = {1: (0, 0), 2: (0, 1), 3: (0, 2), 4: (1, 0), 5: (1, 1), 6: (1, 2),
           7: (2, 0), 8: (2, 1), 9: (2, 2), 0: (3, 1)}  # fmt: skip
 
-# Noise ranges of the noisy version (tuned so a spectrogram classifier is ~0.85 accurate).
+# Noise ranges of the noisy version (tuned: a spectrogram classifier is ~0.89 accurate).
 SNR_DB = (-14.0, 6.0)  # tone power over the tone's duration vs white noise power
 DETUNE = 0.015  # relative frequency error of each tone (the DTMF tolerance)
 TWIST_DB = 6.0  # column tone level minus row tone level, uniform in +-TWIST_DB

@@ -20,7 +20,7 @@ Features (per example):
 Geometry: the two objects are separated along the relation's axis so that their extents do
 not overlap (gap >= `MIN_GAP` px), and the offset along the other axis is at most
 `MAX_CROSS_RATIO` times the separation, so the relation is visually unambiguous. Sizes
-"small" and "large" have radius `RADIUS` = (3.5, 6.5) px.
+"small" and "large" have radius `RADIUS` = (3.5, 6.0) px.
 
 Splits: `train` (`num_train` scenes) and `test` (`num_test`); example i of a split is drawn
 from a numpy Generator seeded by (config seed, split, i), so generation is reproducible
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 IMAGE_SIZE = 32
-RADIUS = (3.5, 6.5)  # px, per size index
+RADIUS = (3.5, 6.0)  # px, per size index; two large objects still fit side by side
 # Half-extent of each shape as a multiple of its radius (for placement and overlap checks).
 _EXTENT = (1.0, 0.85, 1.15, 1.0, 1.15)
 MIN_GAP = 1.5  # px between the two objects' extents along the relation axis
@@ -71,6 +71,7 @@ COLOR_RGB = np.array(
 COLOR_JITTER = 12.0  # per-channel uniform jitter of object colours
 _SUPERSAMPLE = 4  # sub-pixels per pixel side for anti-aliasing
 _SPLIT_IDS = {"train": 0, "test": 1}
+_MAX_TRIES = 100_000
 
 
 @dataclasses.dataclass(eq=False)
@@ -106,11 +107,13 @@ def sample_scene(rng: np.random.Generator, *, two_object_prob: float = 0.5) -> d
         return scene
     vertical = rng.random() < 0.5
     axis = 1 if vertical else 0
-    while True:  # rejection sampling; accepts within a few tries
+    for _ in range(_MAX_TRIES):  # rejection sampling (two large objects need ~100 tries)
         a, b = _uniform_center(rng, extents[0]), _uniform_center(rng, extents[1])
         along, across = abs(a[axis] - b[axis]), abs(a[1 - axis] - b[1 - axis])
         if along >= extents[0] + extents[1] + MIN_GAP and across <= MAX_CROSS_RATIO * along:
             break
+    else:
+        raise RuntimeError(f"cannot place objects of extents {extents}; radii too large?")
     if a[axis] > b[axis]:  # object 0 is the left / upper one
         a, b = b, a
         for key in ("color", "shape", "size"):
@@ -175,12 +178,18 @@ def draw_background(rng: np.random.Generator) -> np.ndarray:
         cell = int(rng.integers(2, 5))
         iy, ix = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE] // cell
         texture = np.where((iy + ix) % 2 == 0, 1.0, -1.0)
-    else:  # smooth blotches: coarse noise upsampled
-        coarse = rng.normal(0.0, 1.0, size=(4, 4))
-        texture = np.kron(coarse, np.ones((8, 8)))
-        texture = (texture + np.roll(texture, 4, 0) + np.roll(texture, 4, 1)) / 3
+    else:  # smooth blotches: 5x5 noise, bilinearly upsampled
+        coarse = rng.normal(0.0, 1.0, size=(5, 5))
+        upsample = _linear_upsampling(5, IMAGE_SIZE)
+        texture = upsample @ coarse @ upsample.T
     image = image + amplitude * texture[..., None]
     return np.clip(image, 0.0, 140.0)
+
+
+def _linear_upsampling(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix of linear interpolation weights from n_in to n_out points."""
+    positions = np.linspace(0, n_in - 1, n_out)
+    return np.stack([np.interp(positions, np.arange(n_in), row) for row in np.eye(n_in)], 1)
 
 
 def draw_scene(rng: np.random.Generator, scene: dict) -> np.ndarray:

@@ -6,7 +6,7 @@ words, and never return an empty list (a description always keeps at least one w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -40,6 +40,8 @@ def add_word_noise(
     distractor_prob: float,
     distractors: Sequence[str],
     max_words: int,
+    protected: Collection[str] = (),
+    meaningful: Collection[str] = (),
 ) -> list[str]:
     """Applies per-word typos and drops, then maybe inserts one distracting word.
 
@@ -47,12 +49,22 @@ def add_word_noise(
     typo_prob / drop_prob: per-word probabilities of a typo / of removing the word.
     distractor_prob: probability of inserting one word from `distractors` at a random place.
     max_words: the result is truncated to this many words.
+    protected: words never dropped or misspelt, e.g. "not", whose loss would turn a true
+      statement into a false one.
+    meaningful: words a typo must not produce ("seven" -> "even" would change the meaning);
+      such a typo is skipped.
     """
     noisy = []
     for word in words:
+        if word in protected:
+            noisy.append(word)
+            continue
         if rng.random() < drop_prob:
             continue
-        noisy.append(typo(rng, word) if rng.random() < typo_prob else word)
+        if rng.random() < typo_prob:
+            misspelt = typo(rng, word)
+            word = word if misspelt in meaningful else misspelt
+        noisy.append(word)
     if not noisy:  # keep at least one word so the text is never empty
         noisy = [words[int(rng.integers(len(words)))]]
     if rng.random() < distractor_prob:
