@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
             "max_vocab_size": 5000,
             "audio_length": 0,  # crop/pad waveforms to this many samples; 0 keeps them
             "sample_rate": 0,  # 0: from the dataset
+            "extra_features": (),  # dataset features passed through as batch["attr/<name>"]
             "num_threads": 2,  # Grain read threads
             "prefetch": 4,  # batches prefetched by Grain
         }

@@ -158,6 +158,7 @@ class Experiment:
         ctx = LossContext(
             step=step,
             rng=loss_rng,
+            mesh=self.mesh,
             apply_fn=lambda b, *, train, rngs: self._apply(params, b, train=train, rngs=rngs),
         )
         loss, metrics = self.loss_fn(outputs, batch, ctx)
@@ -185,6 +186,20 @@ class Experiment:
         rngs, _ = _rngs(self.seed + 1, jnp.zeros((), jnp.int32))
         return self._apply(params, batch, train=False, rngs=rngs)
 
+    def _per_example_metrics(self, outputs, batch, ctx, size: int):
+        """Loss metrics of each example: the loss on batches of one, vmapped. (B,) each."""
+
+        def per_example(t):
+            return t.ndim > 0 and t.shape[0] == size
+
+        out_axes = jax.tree.map(lambda t: 0 if per_example(t) else None, outputs)
+
+        def one(o, b):
+            o = jax.tree.map(lambda t, ax: t[None] if ax == 0 else t, o, out_axes)
+            return self.loss_fn(o, jax.tree.map(lambda t: t[None], b), ctx)
+
+        return jax.vmap(one, in_axes=(out_axes, 0))(outputs, batch)[1]
+
     def _eval_step(self, params, batch, acc):
         """Adds this batch's per-example loss metrics (valid rows only) to `acc`."""
         valid = batch.pop("valid")
@@ -193,19 +208,16 @@ class Experiment:
         ctx = LossContext(
             step=jnp.zeros((), jnp.int32),
             rng=loss_rng,
+            mesh=self.mesh,
             apply_fn=lambda b, *, train, rngs: self._apply(params, b, train=train, rngs=rngs),
         )
-        size = valid.shape[0]
-        per_example = lambda t: t.ndim > 0 and t.shape[0] == size  # noqa: E731
-        out_axes = jax.tree.map(lambda t: 0 if per_example(t) else None, outputs)
-
-        def one(o, b):
-            expand = lambda t: t[None]  # noqa: E731
-            o = jax.tree.map(lambda t, ax: expand(t) if ax == 0 else t, o, out_axes)
-            return self.loss_fn(o, jax.tree.map(expand, b), ctx)
-
-        _, metrics = jax.vmap(one, in_axes=(out_axes, 0))(outputs, batch)
         w = valid.astype(jnp.float32)
+        if self.loss_fn.per_example:
+            metrics = self._per_example_metrics(outputs, batch, ctx, valid.shape[0])
+        else:  # batch-level (contrastive) losses: whole batches, only full ones
+            _, metrics = self.loss_fn(outputs, batch, ctx)
+            w = w * jnp.all(valid)
+            metrics = jax.tree.map(lambda m: jnp.broadcast_to(m, w.shape), metrics)
         new = {
             "sum": jax.tree.map(lambda a, m: a + jnp.sum(m * w), acc["sum"], metrics),
             "count": acc["count"] + jnp.sum(w),
@@ -271,7 +283,7 @@ class Experiment:
             b = dict(b)
             b.pop("valid")
             outputs = self._apply(p, b, train=False, rngs=_rngs(0, jnp.zeros((), jnp.int32))[0])
-            ctx = LossContext(step=jnp.zeros((), jnp.int32), rng=jax.random.key(0), apply_fn=None)
+            ctx = LossContext(step=jnp.zeros((), jnp.int32), rng=jax.random.key(0), mesh=self.mesh)
             return outputs, self.loss_fn(outputs, b, ctx)[1]
 
         outputs, metrics = jax.eval_shape(shapes, params, batch)

@@ -106,3 +106,18 @@ def test_catalog_dataset_by_name_through_mock_data(tmp_path):
     assert p.spec.image_shape == (28, 28, 1) and p.spec.num_classes == 10
     assert batch["image"].dtype == np.float32 and batch["image"].max() <= 1.0
     assert batch["label"].shape == (8,)
+
+
+def test_extra_features_pass_through_as_attributes(tmp_path):
+    config = _data_config("crossjax_shapes/tiny", ("image", "text"))
+    config.extra_features = ("color", "shape", "num_objects")
+    p = DataPipeline(config, batch_size=8, seed=0, vocab_path=tmp_path / "v.json")
+    batch = next(p.train_iterator())
+    assert batch["attr/color"].shape == (8, 2) and batch["attr/color"].dtype == np.int32
+    assert batch["attr/num_objects"].shape == (8,)
+    np.testing.assert_array_equal(
+        batch["label"], batch["attr/shape"][:, 0]
+    )  # label = shape of object 0
+    config.extra_features = ("smell",)
+    with pytest.raises(ConfigError, match="extra_features names 'smell'"):
+        DataPipeline(config, batch_size=8, seed=0, vocab_path=tmp_path / "v.json")

@@ -162,3 +162,21 @@ def test_vae_reports_elbo_terms_and_writes_a_reconstruction_grid(tmp_path):
     from PIL import Image
 
     assert Image.open(grid).size == (16 * 9 + 1, 2 * 9 + 1)  # 16 digits over their reconstructions
+
+
+def test_batch_level_loss_is_evaluated_on_whole_full_batches(tmp_path, monkeypatch):
+    module = tmp_path / "batch_losses.py"
+    module.write_text(
+        "import jax.numpy as jnp\n"
+        "from crossjax.losses import batch_level\n"
+        "@batch_level\n"
+        "def batch_size_loss(outputs, batch, ctx):\n"
+        "    b = outputs['logits'].shape[0]\n"
+        "    return jnp.mean(outputs['logits'] ** 2) * 0 + b, {'seen_batch': jnp.float32(b)}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = _config(num_train_steps=2, eval_batch_size=48)
+    config.losses = (("cross_entropy", 1.0), ("batch_losses:batch_size_loss", 0.0))
+    metrics = train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+    # 120 test examples in batches of 48: two full batches count, the padded third does not.
+    assert metrics["seen_batch"] == 48.0 and metrics["num_examples"] == 96.0

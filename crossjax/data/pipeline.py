@@ -106,6 +106,7 @@ class Preprocessor:
     vocab: Vocabulary | None
     max_text_len: int
     audio_length: int
+    extra_features: tuple[str, ...] = ()
 
     def __call__(self, example: Mapping[str, Any]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -131,6 +132,11 @@ class Preprocessor:
             out["audio"] = audio
         if "label" in self.features:
             out["label"] = np.asarray(example[self.features["label"]], np.int32)
+        for name in self.extra_features:
+            value = np.asarray(example[name])
+            out[f"attr/{name}"] = (
+                value.astype(np.int32) if np.issubdtype(value.dtype, np.integer) else value
+            )
         return out
 
 
@@ -227,6 +233,7 @@ class DataPipeline:
             vocab=self.vocab,
             max_text_len=config.max_text_len,
             audio_length=config.get("audio_length", 0) or 0,
+            extra_features=self._extra_features(available),
         )
         self.spec = self._spec(defaults)
         self.num_train = len(self.sources[config.train_split])
@@ -237,6 +244,17 @@ class DataPipeline:
             )
 
     # -- set-up ---------------------------------------------------------------------------
+    def _extra_features(self, available: set[str]) -> tuple[str, ...]:
+        """`data.extra_features`: dataset features passed through as `attr/<name>`."""
+        extra = tuple(self.config.get("extra_features", ()) or ())
+        for name in extra:
+            if name not in available:
+                raise ConfigError(
+                    f"data.extra_features names {name!r}, which dataset {self.config.name!r} "
+                    f"lacks (its features: {', '.join(sorted(available))})"
+                )
+        return extra
+
     def _vocabulary(self, vocab_path) -> Vocabulary:
         if vocab_path is not None and os.path.exists(vocab_path):
             return Vocabulary.load(vocab_path)

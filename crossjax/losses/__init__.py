@@ -38,6 +38,8 @@ class LossContext:
     rng: a JAX PRNG key for stochastic losses (already folded with the step).
     apply_fn: `apply_fn(batch, *, train, rngs) -> outputs` with params bound, for losses
       that need extra forward passes; None where the trainer does not provide one.
+    mesh: the device mesh the batch is sharded over (axis "data"), for losses that
+      communicate across devices with `jax.shard_map`; None outside the trainer.
     """
 
     step: jax.Array
@@ -45,6 +47,24 @@ class LossContext:
     apply_fn: Callable[..., dict[str, jax.Array]] | None = flax.struct.field(
         pytree_node=False, default=None
     )
+    mesh: Any = flax.struct.field(pytree_node=False, default=None)
+
+
+def batch_level(fn: LossFn) -> LossFn:
+    """Marks a loss whose value for one example depends on the others (contrastive).
+
+    The trainer evaluates such losses on whole eval batches (only full ones) instead of
+    per example.
+    """
+    fn.per_example = False
+    return fn
+
+
+def is_per_example(fn: Callable) -> bool:
+    """False for losses marked with `batch_level` (also through functools.partial)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "per_example", True)
 
 
 LOSSES: Registry[LossFn] = Registry("loss")
@@ -149,6 +169,11 @@ class CombinedLoss:
     """
 
     terms: tuple[LossTerm, ...]
+
+    @property
+    def per_example(self) -> bool:
+        """True unless a term is `batch_level`: then evaluate on whole batches."""
+        return all(is_per_example(term.fn) for term in self.terms)
 
     def __call__(self, outputs: Any, batch: Any, ctx: LossContext) -> tuple[jax.Array, Metrics]:
         total = jnp.zeros((), jnp.float32)
