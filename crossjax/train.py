@@ -272,6 +272,7 @@ class Experiment:
             batches=self._eval_batches_for_evaluators,
             model=self.model,
             mesh=self.mesh,
+            vocab=self.data.vocab,
         )
         for _name, evaluator, kwargs in self.evaluators:
             for key, value in evaluator(ctx, **kwargs).items():

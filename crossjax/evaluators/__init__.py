@@ -44,6 +44,7 @@ class EvalContext:
     batches: Callable[[], Iterator[tuple[dict, np.ndarray]]]
     model: Any = None
     mesh: Any = None
+    vocab: Any = None  # crossjax.data.text.Vocabulary of the run, when it has text
 
     def gather(self, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """Concatenated numpy outputs and batch entries over the eval split (valid rows only).
