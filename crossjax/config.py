@@ -28,6 +28,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.best_metric = ""  # an eval metric name ("accuracy", "neg_elbo"); "" keeps only the latest
     c.best_mode = "max"
     c.num_devices = 0  # 0: every device of every process
+    c.model_parallel = 1  # size of the mesh's `model` axis (splits wide layers); 1: data only
+    c.param_sharding = "replicated"  # or "fsdp": shard params + optimizer state over `data`
+    c.fsdp_min_size = 2**14  # FSDP leaves arrays with fewer elements replicated
+    c.grad_accum_steps = 1  # micro-batches per step (batch_size is the total)
+    c.remat = False  # recompute the forward pass's activations in the backward pass
     c.data = ml_collections.ConfigDict(
         {
             "name": "crossjax_digits",  # TFDS name, e.g. "crossjax_shapes/tiny" or "mnist"
@@ -72,7 +77,8 @@ _POSITIVE_INTS = (
     "keep_checkpoints",
 )
 _NON_NEGATIVE_INTS = ("seed", "eval_batch_size", "eval_every", "num_devices")
-_CHOICES = {"best_mode": ("max", "min")}
+_POSITIVE_INTS += ("model_parallel", "grad_accum_steps", "fsdp_min_size")
+_CHOICES = {"best_mode": ("max", "min"), "param_sharding": ("replicated", "fsdp")}
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -94,6 +100,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for name, choices in _CHOICES.items():
         if config[name] not in choices:
             raise ConfigError(f"config.{name}={config[name]!r}; valid: {', '.join(choices)}")
+    if config.batch_size % config.grad_accum_steps:
+        raise ConfigError(
+            f"batch_size={config.batch_size} must be a multiple of grad_accum_steps={config.grad_accum_steps}"
+        )
     for section in ("data", "model", "optimizer"):
         if not isinstance(config.get(section), ml_collections.ConfigDict):
             raise ConfigError(f"config.{section} must be a section (ConfigDict)")

@@ -7,6 +7,8 @@ the registries by the names in the config.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import math
@@ -83,6 +85,11 @@ def build_optimizer(config: ml_collections.ConfigDict, num_train_steps: int):
     return optax.chain(*parts, core)
 
 
+def make_mesh(config: ml_collections.ConfigDict):
+    """The run's (data[, model]) mesh from `num_devices` and `model_parallel`."""
+    return sharding.make_mesh(config.get("num_devices", 0) or None, config.get("model_parallel", 1))
+
+
 def _rngs(seed: int, step: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
     """Model rng streams and a loss rng for `step`: one key folded with the step."""
     key = jax.random.fold_in(jax.random.key(seed), step)
@@ -102,8 +109,13 @@ class Experiment:
         self.tx = build_optimizer(config, config.num_train_steps)
         self.seed = config.seed
         self.num_classes = data.spec.num_classes
-        repl = sharding.replicated(mesh)
-        self.state_sharding = jax.tree.map(lambda _: repl, jax.eval_shape(self._init))
+        self.grad_accum = config.get("grad_accum_steps", 1)
+        self.state_sharding = sharding.state_shardings(
+            jax.eval_shape(self._init),
+            mesh,
+            param_sharding=config.get("param_sharding", "replicated"),
+            min_size=config.get("fsdp_min_size", 2**14),
+        )
         self.init = jax.jit(self._init, out_shardings=self.state_sharding)
         self.train_step = jax.jit(self._train_step, donate_argnums=(0, 2))
         self.eval_step = jax.jit(self._eval_step, donate_argnums=(2,))
@@ -131,7 +143,7 @@ class Experiment:
 
     def empty_train_metrics(self):
         shapes = jax.eval_shape(
-            lambda s, b: self._loss(s.params, b, s.step)[1][1],
+            lambda s, b: self._loss(s.params, b, s.step)[1],
             self.abstract_state(),
             self._abstract_batch(),
         )
@@ -152,9 +164,15 @@ class Experiment:
     def _apply(self, params, batch, *, train: bool, rngs):
         return self.model.apply({"params": params}, batch, train=train, rngs=rngs)
 
-    def _loss(self, params, batch, step):
+    def _loss(self, params, batch, step, micro=None):
         rngs, loss_rng = _rngs(self.seed, step)
-        outputs = self._apply(params, batch, train=True, rngs=rngs)
+        if micro is not None:  # distinct randomness per micro-batch of an accumulated step
+            rngs = {k: jax.random.fold_in(v, micro) for k, v in rngs.items()}
+            loss_rng = jax.random.fold_in(loss_rng, micro)
+        forward = functools.partial(self._apply, train=True, rngs=rngs)
+        if self.config.get("remat", False):  # recompute activations in the backward pass
+            forward = jax.checkpoint(forward)
+        outputs = forward(params, batch)
         ctx = LossContext(
             step=step,
             rng=loss_rng,
@@ -162,11 +180,37 @@ class Experiment:
             apply_fn=lambda b, *, train, rngs: self._apply(params, b, train=train, rngs=rngs),
         )
         loss, metrics = self.loss_fn(outputs, batch, ctx)
-        return loss, (outputs, metrics)
+        return loss, metrics
+
+    def _grads(self, params, batch, step):
+        """Loss, metrics and gradients, averaged over `grad_accum_steps` micro-batches.
+
+        Micro-batch i holds examples i, i+k, i+2k, ... so each stays split over the data
+        axis; for per-example (batch-mean) losses the result equals the full batch's.
+        """
+        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+        k = self.grad_accum
+        if k == 1:
+            (loss, metrics), grads = grad_fn(params, batch, step)
+            return loss, metrics, grads
+        micro = jax.tree.map(
+            lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch
+        )
+
+        def body(carry, xs):
+            i, mb = xs
+            (loss, metrics), grads = grad_fn(params, mb, step, i)
+            return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
+
+        (loss, metrics), grads = jax.eval_shape(
+            grad_fn, params, jax.tree.map(lambda x: x[0], micro), step, 0
+        )
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss, metrics, grads))
+        total, _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
+        return jax.tree.map(lambda t: t / k, total)
 
     def _train_step(self, state: TrainState, batch, acc):
-        grad_fn = jax.value_and_grad(lambda p: self._loss(p, batch, state.step), has_aux=True)
-        (loss, (_, metrics)), grads = grad_fn(state.params)
+        loss, metrics, grads = self._grads(state.params, batch, state.step)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
@@ -342,9 +386,11 @@ def train_and_evaluate(
             f"cannot write workdir {workdir} ({e.strerror}); choose another --workdir"
         ) from None
 
-    with WorkdirLock(workdir_path), _StopRequest() as stop:
-        mesh = sharding.make_mesh(config.get("num_devices", 0) or None)
-        sharding.check_batch_size(config.batch_size, mesh)
+    # One lock per run: process 0 holds it for every process of a multi-host job.
+    lock = WorkdirLock(workdir_path) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock, _StopRequest() as stop:
+        mesh = make_mesh(config)
+        sharding.check_batch_size(config.batch_size, mesh, config.get("grad_accum_steps", 1))
         data = DataPipeline(
             config.data,
             batch_size=config.batch_size,
@@ -496,7 +542,7 @@ def evaluate_checkpoint(
     )
     try:
         config = ml_collections.ConfigDict(ckpts.read_config(checkpoint))
-        mesh = sharding.make_mesh(config.get("num_devices", 0) or None)
+        mesh = make_mesh(config)
         data = DataPipeline(
             config.data,
             batch_size=config.batch_size,

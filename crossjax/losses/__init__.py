@@ -229,3 +229,4 @@ __all__ = [
     "classification",
     "generative",
 ]
+from crossjax.losses import contrastive  # noqa: E402,F401  (registers clip, siglip)

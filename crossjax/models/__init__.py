@@ -112,3 +112,4 @@ __all__ = [
     "to_plain_dict",
     "vae",
 ]
+from crossjax.models import contrastive, transformer  # noqa: E402,F401  (registers two_tower, vit)

@@ -1,9 +1,13 @@
-"""Late-fusion classifier over any subset of image, text and audio.
+"""Fusion classifier over any subset of image, text and audio.
 
 Each modality has its own encoder (B, ...) -> (B, features); a fusion module from
-`FUSIONS` combines the embeddings (zeroed for missing modalities) and their presence
-bits into one vector, and an MLP head maps it to `logits` (B, K). With one modality
-this is the single-modality baseline.
+`FUSIONS` (`config.model.fusion`, options in `config.model.fusion_kwargs`; the zoo is in
+`crossjax.models.fusion_methods`) combines the embeddings (zeroed for missing
+modalities) and their presence bits into one vector, and an MLP head maps it to
+`logits` (B, K). With one modality this is the single-modality baseline.
+
+Early fusion (`early_concat`) keeps this structure: its encoders are parameter-light raw
+feature extractors (`RAW_FEATURES`) and the shared encoder lives inside the fusion.
 """
 
 from __future__ import annotations
@@ -27,32 +31,15 @@ from crossjax.models import (
     read_fields,
     require_modalities,
 )
-from crossjax.models.encoders import IMAGE_ENCODERS, AudioEncoder, BagOfWordsTextEncoder
-from crossjax.registry import Registry
+from crossjax.models.encoders import (
+    IMAGE_ENCODERS,
+    AudioEncoder,
+    BagOfWordsTextEncoder,
+    log_spectrogram,
+)
+from crossjax.models.fusion_methods import FUSIONS, ConcatFusion  # noqa: F401 - re-exported
 
 SUPPORTED_MODALITIES = ("image", "text", "audio")
-
-# A fusion is a linen Module constructed with `dtype=...` and called as
-# `fusion(embeddings, present) -> (B, F)`, where both are dicts keyed by modality,
-# embeddings (B, D_m) are already zero where absent, and present is (B,) bool.
-FUSIONS: Registry[type[nn.Module]] = Registry("fusion")
-
-
-@FUSIONS.register("concat")
-class ConcatFusion(nn.Module):
-    """Concatenates each modality's embedding and its presence bit: (B, sum(D_m + 1))."""
-
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(
-        self, embeddings: Mapping[str, jax.Array], present: Mapping[str, jax.Array]
-    ) -> jax.Array:
-        parts = []
-        for modality, emb in embeddings.items():
-            parts.append(emb.astype(self.dtype))
-            parts.append(present[modality].astype(self.dtype)[:, None])
-        return jnp.concatenate(parts, axis=-1)
 
 
 def presence(batch: Mapping[str, jax.Array], modality: str, batch_size: int) -> jax.Array:
@@ -71,8 +58,9 @@ class FusionClassifier(nn.Module):
     """Encoders per modality, fusion, MLP head.
 
     Inputs: the batch contract (`image`, `text` + `text_mask`, `audio`, optional
-    `present/<m>`). Outputs: `logits` (B, num_classes) float32 and `emb/<m>` (B, D) per
-    modality, zero where `present/<m>` is False. A missing modality's input is zeroed
+    `present/<m>`). Outputs: `logits` (B, num_classes) float32 and `emb/<m>` (B, D_m) per
+    modality (the encoder's output, or the raw features for early fusion), zero where
+    `present/<m>` is False. A missing modality's input is zeroed
     before encoding, so its values affect neither outputs nor gradients.
     """
 
@@ -123,6 +111,67 @@ class FusionClassifier(nn.Module):
         return encoder(x, train=train)
 
 
+# --- raw features for early fusion --------------------------------------------------
+# Same call signatures as the encoders, so the classifier treats them alike.
+
+
+class FlatImageFeatures(nn.Module):
+    """The pixels, flattened: image (B, H, W, C) -> (B, H * W * C). No parameters."""
+
+    dtype: Any = jnp.float32
+
+    def __call__(self, image: jax.Array, *, train: bool = False) -> jax.Array:
+        chex.assert_rank(image, 4)
+        return image.reshape(image.shape[0], -1).astype(self.dtype)
+
+
+class BagOfEmbeddingsFeatures(nn.Module):
+    """Mean word embedding of the unmasked tokens: text (B, L) -> (B, embed_dim).
+
+    The embedding table is the only way word ids become numbers, so it is learned; there
+    is no per-modality layer after it.
+    """
+
+    vocab_size: int
+    embed_dim: int = 64
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, text: jax.Array, text_mask: jax.Array, *, train: bool = False) -> jax.Array:
+        chex.assert_equal_shape([text, text_mask])
+        mask = text_mask.astype(bool)
+        embedded = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)(
+            jnp.where(mask, text, 0)
+        )
+        count = jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1).astype(self.dtype)
+        return jnp.sum(jnp.where(mask[..., None], embedded, 0), axis=1) / count
+
+
+class SpectrogramFeatures(nn.Module):
+    """Log spectrogram standardised per frame (no learned scale), then its mean and max
+    over frames: audio (B, T) -> (B, 2 * (frame_length // 2 + 1)).
+
+    Pooling over time makes the features independent of when the sound starts.
+    """
+
+    frame_length: int = 256
+    hop_length: int = 128
+    dtype: Any = jnp.float32
+
+    def __call__(self, audio: jax.Array, *, train: bool = False) -> jax.Array:
+        spec = log_spectrogram(audio, self.frame_length, self.hop_length)  # (B, frames, bins)
+        mean = jnp.mean(spec, axis=-1, keepdims=True)
+        spec = (spec - mean) / jnp.sqrt(jnp.var(spec, axis=-1, keepdims=True) + 1e-5)
+        return jnp.concatenate([spec.mean(axis=1), spec.max(axis=1)], axis=-1).astype(self.dtype)
+
+
+RAW_FEATURES: dict[str, type[nn.Module]] = {
+    "image": FlatImageFeatures,
+    "text": BagOfEmbeddingsFeatures,
+    "audio": SpectrogramFeatures,
+}
+
+
 _DEFAULTS = {
     "modalities": None,  # None: every supported modality the dataset provides
     "image_encoder": "mlp",
@@ -130,12 +179,15 @@ _DEFAULTS = {
     "features": 128,
     "hidden": (256,),
     "dropout": 0.0,
-    "fusion": "concat",
+    "fusion": "concat",  # a name in FUSIONS: concat, early_concat, sum, gated, tfn, ...
+    "fusion_kwargs": {},  # fields of the fusion module, e.g. {"rank": 8} for lmf
     "dtype": "float32",
 }
 
 
-def _encoder_class(modality: str, image_encoder: str) -> type[nn.Module]:
+def _encoder_class(modality: str, image_encoder: str, raw: bool) -> type[nn.Module]:
+    if raw:  # early fusion: the fusion holds the shared encoder
+        return RAW_FEATURES[modality]
     if modality == "image":
         return IMAGE_ENCODERS.get(image_encoder)
     return {"text": BagOfWordsTextEncoder, "audio": AudioEncoder}[modality]
@@ -144,7 +196,7 @@ def _encoder_class(modality: str, image_encoder: str) -> type[nn.Module]:
 def _build_encoder(
     modality: str, fields: dict[str, Any], spec: DataSpec, dtype: Any, model: str
 ) -> nn.Module:
-    cls = _encoder_class(modality, fields["image_encoder"])
+    cls = _encoder_class(modality, fields["image_encoder"], fields["raw_inputs"])
     kwargs = fields["encoder_kwargs"].get(modality) or {}
     if not isinstance(kwargs, dict):
         raise ConfigError(
@@ -166,13 +218,15 @@ def _build_encoder(
             raise ConfigError(f"model {model!r} encodes text but the DataSpec has no vocab_size")
         kwargs["vocab_size"] = spec.vocab_size
     if modality == "audio" and spec.audio_shape is not None:
-        frame_length = kwargs.get("frame_length", AudioEncoder.frame_length)
+        frame_length = kwargs.get("frame_length", cls.frame_length)
         if spec.audio_shape[-1] < frame_length:
             raise ConfigError(
                 f"model {model!r}: audio has {spec.audio_shape[-1]} samples, fewer than "
                 f"frame_length={frame_length}; set encoder_kwargs.audio.frame_length smaller"
             )
-    return cls(features=fields["features"], dtype=dtype, **kwargs)
+    if "features" in inspect.signature(cls).parameters:
+        kwargs["features"] = fields["features"]
+    return cls(dtype=dtype, **kwargs)
 
 
 def _parse_modalities(value: Any, spec: DataSpec, model: str) -> tuple[str, ...]:
@@ -213,6 +267,41 @@ def _parse_encoder_kwargs(value: Any, model: str) -> dict[str, dict[str, Any]]:
     return value
 
 
+def _build_fusion(
+    fields: dict[str, Any], modalities: tuple[str, ...], dtype: Any, model: str
+) -> nn.Module:
+    """The fusion module named by `fusion`, with `fusion_kwargs` checked against its fields."""
+    name = fields["fusion"]
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"model {model!r} has fusion={name!r}; valid: {', '.join(FUSIONS.names())}"
+        )
+    cls = FUSIONS.get(name)
+    kwargs = fields["fusion_kwargs"] or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(
+            f"model {model!r} has fusion_kwargs={kwargs!r}; valid: a dict of {cls.__name__} fields"
+        )
+    settable = set(inspect.signature(cls).parameters) - {"dtype", "parent", "name"}
+    unknown = sorted(set(kwargs) - settable)
+    if unknown:
+        raise ConfigError(
+            f"model {model!r}: fusion {name!r} has no field {unknown[0]!r} in fusion_kwargs; "
+            f"valid: {', '.join(sorted(settable)) or 'none'}"
+        )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    if "features" in settable:  # internal width follows the model's unless set
+        kwargs.setdefault("features", fields["features"])
+    fusion = cls(dtype=dtype, **kwargs)
+    check = getattr(fusion, "check", None)
+    if check is not None:
+        try:
+            check(modalities)
+        except ValueError as e:
+            raise ConfigError(f"model {model!r}: fusion {name!r} {e}") from None
+    return fusion
+
+
 @MODELS.register("fusion_classifier")
 def fusion_classifier(config: Any, spec: DataSpec) -> FusionClassifier:
     """Builds a `FusionClassifier` from the `model` config section (fields in `_DEFAULTS`)."""
@@ -227,11 +316,13 @@ def fusion_classifier(config: Any, spec: DataSpec) -> FusionClassifier:
     if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
         raise ConfigError(f"model {model!r} has dropout={dropout!r}; valid: 0 <= dropout < 1")
     dtype = parse_dtype(fields["dtype"], model)
+    fusion = _build_fusion(fields, modalities, dtype, model)
+    fields["raw_inputs"] = bool(getattr(type(fusion), "uses_raw_inputs", False))
     encoders = {m: _build_encoder(m, fields, spec, dtype, model) for m in modalities}
     return FusionClassifier(
         num_classes=spec.num_classes,
         encoders=encoders,
-        fusion=FUSIONS.get(fields["fusion"])(dtype=dtype),
+        fusion=fusion,
         hidden=int_tuple(fields["hidden"], "hidden", model),
         dropout=float(dropout),
         dtype=dtype,
