@@ -85,6 +85,27 @@ def build_optimizer(config: ml_collections.ConfigDict, num_train_steps: int):
     return optax.chain(*parts, core)
 
 
+def open_data(config: ml_collections.ConfigDict, workdir: Path) -> DataPipeline:
+    """The run's DataPipeline. With several processes, process 0 goes first (it may
+    generate the dataset and writes the vocabulary) and the others then reuse its files."""
+
+    def build() -> DataPipeline:
+        return DataPipeline(
+            config.data,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            vocab_path=workdir / "vocab.json",
+        )
+
+    if jax.process_count() == 1:
+        return build()
+    from jax.experimental import multihost_utils
+
+    data = build() if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices("crossjax: dataset and vocabulary ready")
+    return data or build()
+
+
 def make_mesh(config: ml_collections.ConfigDict):
     """The run's (data[, model]) mesh from `num_devices` and `model_parallel`."""
     return sharding.make_mesh(config.get("num_devices", 0) or None, config.get("model_parallel", 1))
@@ -391,12 +412,7 @@ def train_and_evaluate(
     with lock, _StopRequest() as stop:
         mesh = make_mesh(config)
         sharding.check_batch_size(config.batch_size, mesh, config.get("grad_accum_steps", 1))
-        data = DataPipeline(
-            config.data,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            vocab_path=workdir_path / "vocab.json",
-        )
+        data = open_data(config, workdir_path)
         exp = Experiment(config, data, mesh)
         writer = MetricWriter(workdir_path)
         ckpts = Checkpoints(
@@ -543,12 +559,7 @@ def evaluate_checkpoint(
     try:
         config = ml_collections.ConfigDict(ckpts.read_config(checkpoint))
         mesh = make_mesh(config)
-        data = DataPipeline(
-            config.data,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            vocab_path=workdir_path / "vocab.json",
-        )
+        data = open_data(config, workdir_path)
         exp = Experiment(config, data, mesh)
         restored = ckpts.restore(exp.abstract_state(), checkpoint)
         return restored.step, exp.evaluate(restored.state.params)

@@ -5,6 +5,10 @@
 
 Re-running the same command on a workdir with checkpoints resumes from the latest.
 The final eval metrics are printed as one JSON object on the last line.
+
+Several hosts (the workdir on a shared file system): run the same command on each with
+`--distributed` (JAX auto-detects SLURM, TPU pods, ...) or with
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`.
 """
 
 import sys
@@ -21,11 +25,23 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file.", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Initialise jax.distributed (auto-detected on SLURM, TPU pods, ...)."
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (multi-host)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
     del argv
+    if _DISTRIBUTED.value or _COORDINATOR.value or _NUM_PROCESSES.value:
+        from crossjax.sharding import initialize_distributed
+
+        initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from crossjax.train import format_metrics, train_and_evaluate
 
     metrics = train_and_evaluate(cli.config_value(_CONFIG), _WORKDIR.value)
