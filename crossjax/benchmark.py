@@ -1,0 +1,137 @@
+"""Measures how fast a config trains: compile time, step time, FLOPs, MFU, input speed.
+
+Used by scripts/benchmark.py; every figure comes from timing on this machine, never
+from a table. Step times are wall-clock per step with `block_until_ready`, so they
+include dispatch but not input (the batches are already on the device); the input
+pipeline is timed on its own and compared with the step rate.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from crossjax import sharding
+from crossjax.train import Experiment, make_mesh, open_data
+
+
+def measure_peak_flops(dtype=jnp.float32, size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large square matmul in `dtype` on the default device (best of repeats)."""
+    a = jnp.ones((size, size), dtype)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def _synthetic(batch: dict[str, np.ndarray], spec, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random values shaped like `batch` (ids within the vocabulary, labels within classes)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, v in batch.items():
+        if k == "text":
+            out[k] = rng.integers(2, spec.vocab_size, v.shape).astype(v.dtype)
+        elif k == "label":
+            out[k] = rng.integers(0, spec.num_classes or 2, v.shape).astype(v.dtype)
+        elif v.dtype == bool:
+            out[k] = np.ones(v.shape, bool)
+        else:
+            out[k] = rng.random(v.shape, np.float32).astype(v.dtype)
+    return out
+
+
+def benchmark(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    steps: int = 50,
+    warmup: int = 5,
+    synthetic: bool = False,
+    input_batches: int = 50,
+) -> dict[str, float | bool | str]:
+    """Times the jitted train step of `config`; returns the figures as a flat dict."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = make_mesh(config)
+    data = open_data(config, workdir)
+    exp = Experiment(config, data, mesh)
+    it = data.train_iterator()
+    first = next(it)
+    host_batches = [_synthetic(first, data.spec, i) for i in range(4)] if synthetic else [first, next(it)]
+    batches = [sharding.to_global(b, mesh) for b in host_batches]
+    state, acc = exp.init(), exp.empty_train_metrics()
+
+    start = time.perf_counter()
+    compiled = exp.train_step.lower(state, batches[0], acc).compile()
+    compile_s = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float((cost or {}).get("flops", float("nan")))
+
+    for i in range(warmup):
+        state, acc = compiled(state, batches[i % len(batches)], acc)
+    jax.block_until_ready(acc)
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        state, acc = compiled(state, batches[i % len(batches)], acc)
+        jax.block_until_ready(acc)
+        times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times)
+
+    t0 = time.perf_counter()
+    for _ in range(input_batches):
+        jax.block_until_ready(sharding.to_global(next(it), mesh))
+    input_examples_per_s = input_batches * config.batch_size / (time.perf_counter() - t0)
+
+    dtype = jnp.bfloat16 if str(config.model.get("dtype", "float32")) == "bfloat16" else jnp.float32
+    peak = measure_peak_flops(dtype) * len(mesh.devices.flat)
+    examples_per_s = config.batch_size / step_s
+    stats = getattr(jax.devices()[0], "memory_stats", lambda: None)() or {}
+    return {
+        "backend": jax.default_backend(),
+        "devices": len(mesh.devices.flat),
+        "batch_size": config.batch_size,
+        "compile_s": compile_s,
+        "step_ms_median": 1e3 * step_s,
+        "step_ms_p90": 1e3 * float(np.percentile(times, 90)),
+        "steps_per_s": 1.0 / step_s,
+        "examples_per_s": examples_per_s,
+        "flops_per_step": flops,
+        "achieved_flops_per_s": flops / step_s,
+        "peak_flops": peak,
+        "peak_flops_source": f"measured {dtype.dtype.name if hasattr(dtype, 'dtype') else np.dtype(dtype).name} matmul",
+        "mfu": flops / step_s / peak,
+        "peak_memory_bytes": float(stats.get("peak_bytes_in_use", float("nan"))),
+        "input_examples_per_s": input_examples_per_s,
+        "input_bound": bool(input_examples_per_s < examples_per_s),
+        "synthetic": synthetic,
+    }
+
+
+def bare_loop_steps_per_s(config: ml_collections.ConfigDict, workdir: str | Path, steps: int) -> float:
+    """Steps/s of a bare Python loop over the jitted train step on device-resident batches
+    (the reference for the trainer's overhead)."""
+    mesh = make_mesh(config)
+    data = open_data(config, Path(workdir))
+    exp = Experiment(config, data, mesh)
+    it = data.train_iterator()
+    batches = [sharding.to_global(next(it), mesh) for _ in range(8)]
+    state, acc = exp.init(), exp.empty_train_metrics()
+    state, acc = exp.train_step(state, batches[0], acc)
+    jax.block_until_ready(acc)
+    start = time.perf_counter()
+    for i in range(steps):
+        state, acc = exp.train_step(state, batches[i % len(batches)], acc)
+    jax.block_until_ready(acc)
+    return steps / (time.perf_counter() - start)
