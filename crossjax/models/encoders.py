@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossjax.models.conv import Conv
 from crossjax.registry import Registry
 
 IMAGE_ENCODERS: Registry[type[nn.Module]] = Registry("image encoder")
@@ -62,21 +63,22 @@ class CNNImageEncoder(nn.Module):
 
     channels: Sequence[int] = (32, 64)
     features: int = 128
+    conv_impl: str = "auto"  # see crossjax.models.conv: matmul over patches on CPU
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, image: jax.Array, *, train: bool = False) -> jax.Array:
         chex.assert_rank(image, 4)
         x = image.astype(self.dtype)
-        x = _conv_stack(x, self.channels, self.dtype)
+        x = _conv_stack(x, self.channels, self.dtype, self.conv_impl)
         x = jnp.mean(x, axis=(1, 2))  # global pool keeps the head independent of H, W
         return nn.Dense(self.features, dtype=self.dtype)(x)
 
 
-def _conv_stack(x: jax.Array, channels: Sequence[int], dtype: Any) -> jax.Array:
+def _conv_stack(x: jax.Array, channels: Sequence[int], dtype: Any, impl: str = "auto") -> jax.Array:
     """(B, H, W, C) -> (B, ~H / 2^n, ~W / 2^n, channels[-1]); must run inside a compact method."""
     for width in channels:
-        x = nn.relu(nn.Conv(width, (3, 3), padding="SAME", dtype=dtype)(x))
+        x = nn.relu(Conv(width, (3, 3), impl=impl, dtype=dtype)(x))
         # SAME padding in the pool so sides of size 1 survive.
         x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
     return x
