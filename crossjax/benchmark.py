@@ -67,7 +67,9 @@ def benchmark(
     exp = Experiment(config, data, mesh)
     it = data.train_iterator()
     first = next(it)
-    host_batches = [_synthetic(first, data.spec, i) for i in range(4)] if synthetic else [first, next(it)]
+    host_batches = (
+        [_synthetic(first, data.spec, i) for i in range(4)] if synthetic else [first, next(it)]
+    )
     batches = [sharding.to_global(b, mesh) for b in host_batches]
     state, acc = exp.init(), exp.empty_train_metrics()
 
@@ -119,7 +121,9 @@ def benchmark(
     }
 
 
-def bare_loop_steps_per_s(config: ml_collections.ConfigDict, workdir: str | Path, steps: int) -> float:
+def bare_loop_steps_per_s(
+    config: ml_collections.ConfigDict, workdir: str | Path, steps: int
+) -> float:
     """Steps/s of a bare Python loop over the jitted train step on device-resident batches
     (the reference for the trainer's overhead)."""
     mesh = make_mesh(config)
