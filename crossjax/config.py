@@ -35,9 +35,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.remat = False  # recompute the forward pass's activations in the backward pass
     c.data = ml_collections.ConfigDict(
         {
-            "name": "crossjax_digits",  # TFDS name, e.g. "crossjax_shapes/tiny" or "mnist"
+            # TFDS name ("crossjax_shapes/tiny", "mnist", "crossjax_mnist_svhn"), or "files"
+            # for your own files described by `source` (docs/train_on_your_data.md).
+            "name": "crossjax_digits",
             "data_dir": "",  # "": $CROSSJAX_DATA_DIR or ~/tensorflow_datasets
+            # image, text, audio, or image_<view> for a dataset's further image views
+            # (crossjax_mnist_svhn's "image_svhn", crossjax_polymnist's "image_m1", ...).
             "modalities": ("image",),
+            # Contract key -> dataset feature path, overriding crossjax.data.catalog's
+            # defaults, e.g. {"image": "image_svhn"} or {"text": "captions/text"}.
+            "features": {},
             "label_key": "label",  # "" for unlabelled data
             "train_split": "train",
             "eval_split": "test",
@@ -47,6 +54,29 @@ def base_config() -> ml_collections.ConfigDict:
             "audio_length": 0,  # crop/pad waveforms to this many samples; 0 keeps them
             "sample_rate": 0,  # 0: from the dataset
             "extra_features": (),  # dataset features passed through as batch["attr/<name>"]
+            # Images: (H, W) to resize (shorter side) + centre-crop to; () keeps the
+            # dataset's size (for "files": the first image's). Mode "RGB" | "L"; "" keeps
+            # the dataset's channels (for "files": RGB, idx files: L).
+            "image_size": (),
+            "image_mode": "",
+            # C > 0: batches also carry `captions` (B, C, L) int32 + `captions_mask` (B, C, L)
+            # bool, the first C captions of each example (missing ones all-False). `text`
+            # is always ONE caption: a seeded random one in training, the first in eval.
+            "all_captions": 0,
+            "cache": "auto",  # keep preprocessed splits in memory: auto (if small) | always | never
+            "cache_max_mb": 2048,  # the size limit of cache="auto"
+            # For name="files": where your files are and how to read them (converted once
+            # into data_dir/crossjax_files/<format>_<name>_<hash>; a changed file or option
+            # converts again).
+            "source": {
+                "format": "",  # manifest | coco | idx | image_folder
+                "path": "",  # manifest (.jsonl/.csv), COCO json, idx folder, image folder
+                "images": "",  # coco: image folder ("": the annotation file's folder)
+                "test_path": "",  # coco: annotations of the test split ("": split off)
+                "test_images": "",  # coco: image folder of test_path ("": its folder)
+                "test_fraction": 0.1,  # held out for "test" when the source has no split
+                "split_seed": 0,  # seeds that hold-out (fixed across training seeds)
+            },
             "num_threads": 2,  # Grain read threads
             "prefetch": 4,  # batches prefetched by Grain
         }

@@ -121,3 +121,19 @@ def test_extra_features_pass_through_as_attributes(tmp_path):
     config.extra_features = ("smell",)
     with pytest.raises(ConfigError, match="extra_features names 'smell'"):
         DataPipeline(config, batch_size=8, seed=0, vocab_path=tmp_path / "v.json")
+
+
+def test_memory_cache_gives_the_same_batches_as_reading_the_source(tmp_path):
+    batches = {}
+    for mode in ("never", "always"):
+        config = _data_config()
+        config.cache = mode
+        p = DataPipeline(config, batch_size=16, seed=5, vocab_path=tmp_path / "v.json")
+        assert bool(p._cache) == (mode == "always")
+        it = p.train_iterator()
+        batches[mode] = [next(it) for _ in range(35)] + list(p.eval_batches(batch_size=48))
+    for uncached, cached in zip(batches["never"], batches["always"], strict=True):
+        assert uncached.keys() == cached.keys()
+        for key in uncached:
+            np.testing.assert_array_equal(uncached[key], cached[key])
+            assert uncached[key].dtype == cached[key].dtype

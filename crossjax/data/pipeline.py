@@ -1,20 +1,23 @@
 """TFDS data source -> Grain -> numpy batches in the Batch contract.
 
-Every dataset, embedded or from the TFDS catalog, is read through `tfds` as an
-array_record random-access source. Training batches come from a seeded shuffle of the
-whole split, repeated forever, cut into *global* batches; each process loads only its
-slice of every global batch, so the global batch sequence is the same for any process
-count. The iterator state is a small JSON dict that the trainer checkpoints.
+Every dataset, embedded, from the TFDS catalog or converted from the user's files
+(`data.name = "files"`), is read through `tfds` as an array_record random-access source.
+Training batches come from a seeded shuffle of the whole split, repeated forever, cut
+into *global* batches; each process loads only its slice of every global batch, so the
+global batch sequence is the same for any process count. The iterator state is a small
+JSON dict that the trainer checkpoints. Randomness inside an example (which of several
+captions) comes from a numpy Generator seeded by (seed, example index, epoch), so it is
+reproducible and survives resumption.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +26,22 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from crossjax.data import catalog
+from crossjax.data.catalog import (
+    DATASET_DEFAULTS,  # noqa: F401 - re-exported: the tables live in catalog
+    EMBEDDED_BUILDERS,
+    FILES_DATASET,
+    MODALITIES,
+    is_image_key,
+)
+from crossjax.data.imaging import IMAGE_MODES
+from crossjax.data.preprocess import Preprocessor, collate
 from crossjax.data.spec import DataSpec
 from crossjax.data.text import Vocabulary
 from crossjax.errors import ConfigError, CrossjaxError
 
-MODALITIES = ("image", "text", "audio")
-
-# Embedded datasets: name -> module that defines (and so registers) the TFDS builder.
-EMBEDDED_BUILDERS = {
-    "crossjax_digits": "crossjax.data.digits",
-    "crossjax_shapes": "crossjax.data.shapes",
-}
-# Per-dataset facts the features do not carry (contract key -> feature key, sample rate).
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "crossjax_digits": {"sample_rate": 8000},
-}
+log = logging.getLogger(__name__)
+__all__ = ["DataPipeline", "Preprocessor", "collate", "default_data_dir", "load_split_sources"]
 
 
 def default_data_dir() -> str:
@@ -45,48 +49,92 @@ def default_data_dir() -> str:
     return os.environ.get("CROSSJAX_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
-def load_split_sources(name: str, data_dir: str | None, splits: list[str]):
-    """Random-access sources for `splits` of TFDS dataset `name` and its DatasetInfo.
+def _is_missing_tensorflow(error: BaseException) -> bool:
+    """True for the ModuleNotFoundError of a missing TF (TFDS re-raises it with a prefix)."""
+    missing = getattr(error, "name", None) == "tensorflow"
+    return missing or "No module named 'tensorflow'" in str(error)
 
-    Embedded datasets are generated on first use (array_record, no network) and reused.
-    """
-    base = name.split("/")[0].split(":")[0]
-    if base in EMBEDDED_BUILDERS:
-        importlib.import_module(EMBEDDED_BUILDERS[base])
-    data_dir = data_dir or default_data_dir()
+
+def _needs_tf_error(name: str, what: str) -> CrossjaxError:
+    base = catalog.base_name(name)
+    why = catalog.NEEDS_TENSORFLOW.get(base, "")
+    elsewhere = (
+        ""
+        if base in catalog.UNREADABLE_WITHOUT_TENSORFLOW
+        else " (or prepare it once elsewhere with file_format='array_record' and point "
+        "data.data_dir at it)"
+    )
+    return CrossjaxError(
+        f"{what} {name!r} needs TensorFlow{f' ({why})' if why else ''}: "
+        f"pip install 'crossjax[tf]'{elsewhere}"
+    )
+
+
+def _make_builder(name: str, data_dir: str):
     try:
-        builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+        return tfds.builder(name, data_dir=data_dir, file_format="array_record")
     except tfds.core.registered.DatasetNotFoundError:
         raise ConfigError(
             f"unknown dataset {name!r}; embedded: {', '.join(sorted(EMBEDDED_BUILDERS))}, "
-            "or any TFDS catalog name (see tfds.list_builders())"
+            f"{FILES_DATASET!r} for your own files (data.source), or any TFDS catalog name "
+            "(see tfds.list_builders())"
         ) from None
+    except ModuleNotFoundError as e:  # the builder's code needs TF just to be constructed
+        if not _is_missing_tensorflow(e):
+            raise
+        try:  # prepared elsewhere: readable from its files without the builder's code
+            return tfds.core.read_only_builder.builder_from_files(name, data_dir=data_dir)
+        except Exception:  # noqa: BLE001 - not prepared, or unreadable without TF either
+            raise _needs_tf_error(name, "reading dataset") from None
     except ValueError as e:  # e.g. unknown builder config "crossjax_digits/nope"
         raise ConfigError(f"bad dataset name {name!r}: {e}") from None
+
+
+def load_split_sources(name: str, data_dir: str | None, splits: list[str]):
+    """Random-access sources for `splits` of TFDS dataset `name` and its DatasetInfo.
+
+    Embedded datasets are generated on first use (array_record, no network) and reused;
+    catalog datasets are downloaded and prepared on first use. Splits may be TFDS split
+    expressions ("train[:90%]", "train+test").
+    """
+    catalog.import_builder_module(name)
+    data_dir = data_dir or default_data_dir()
+    builder = _make_builder(name, data_dir)
     try:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-        if base in EMBEDDED_BUILDERS and not _is_prepared(builder):
-            logging.info("Generating %s into %s (once; later runs reuse it)", name, data_dir)
-        builder.download_and_prepare()
-    except ModuleNotFoundError as e:
-        if "tensorflow" in str(e):
-            raise CrossjaxError(
-                f"preparing {name!r} needs TensorFlow: pip install 'crossjax[tf]' "
-                "(or prepare it once elsewhere and point data.data_dir at it)"
-            ) from None
+        if not isinstance(builder, tfds.core.read_only_builder.ReadOnlyBuilder):
+            if catalog.base_name(name) in EMBEDDED_BUILDERS and not _is_prepared(builder):
+                log.info("Generating %s into %s (once; later runs reuse it)", name, data_dir)
+            builder.download_and_prepare()
+    except ModuleNotFoundError as e:  # mnist & co. decode their downloads with tf.io
+        if _is_missing_tensorflow(e):
+            raise _needs_tf_error(name, "preparing dataset") from None
         raise
     except PermissionError as e:
         raise ConfigError(
             f"cannot write dataset files to {data_dir} ({e}); set data.data_dir"
         ) from None
+    except OSError as e:  # requests' ConnectionError after TFDS's retries, ...
+        if not type(e).__module__.startswith(("requests", "urllib3")):
+            raise
+        raise CrossjaxError(
+            f"cannot download dataset {name!r} ({type(e).__name__}); check the network, or "
+            f"prepare it elsewhere and point data.data_dir at a copy of {data_dir}"
+        ) from None
     available = list(builder.info.splits.keys())
     sources = {}
     for split in splits:
-        if available and split not in available:  # (mocked builders list no splits)
+        names = re.sub(r"\[[^\]]*\]", "", split).split("+")
+        missing = [s for s in names if s.strip() not in available]
+        if available and missing:  # (mocked builders list no splits)
             raise ConfigError(
-                f"dataset {name!r} has no split {split!r}; it has: {', '.join(available)}"
+                f"dataset {name!r} has no split {missing[0].strip()!r}; it has: "
+                f"{', '.join(available)} (slices work too, e.g. 'train[90%:]')"
             )
-        sources[split] = builder.as_data_source(split=split)
+        try:
+            sources[split] = builder.as_data_source(split=split)
+        except ValueError as e:  # e.g. a slice past the end: "train[:512]" of 300
+            raise ConfigError(f"bad split {split!r} of dataset {name!r}: {e}") from None
     return sources, builder.info
 
 
@@ -98,63 +146,27 @@ def _is_prepared(builder) -> bool:
 
 
 @dataclasses.dataclass
-class Preprocessor:
-    """Maps one TFDS example to one example of the Batch contract (numpy, no batch dim)."""
-
-    features: Mapping[str, str]  # contract key -> dataset feature key
-    modalities: tuple[str, ...]
-    vocab: Vocabulary | None
-    max_text_len: int
-    audio_length: int
-    extra_features: tuple[str, ...] = ()
-
-    def __call__(self, example: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        if "image" in self.modalities:
-            img = np.asarray(example[self.features["image"]])
-            img = (
-                img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-            )
-            out["image"] = img[..., None] if img.ndim == 2 else img
-        if "text" in self.modalities:
-            out["text"], out["text_mask"] = self.vocab.encode(
-                example[self.features["text"]], self.max_text_len
-            )
-        if "audio" in self.modalities:
-            audio = np.asarray(example[self.features["audio"]])
-            if np.issubdtype(audio.dtype, np.integer):
-                audio = audio.astype(np.float32) / 32768.0
-            audio = audio.astype(np.float32).reshape(-1)
-            if self.audio_length:
-                audio = np.pad(
-                    audio[: self.audio_length], (0, max(0, self.audio_length - audio.size))
-                )
-            out["audio"] = audio
-        if "label" in self.features:
-            out["label"] = np.asarray(example[self.features["label"]], np.int32)
-        for name in self.extra_features:
-            value = np.asarray(example[name])
-            out[f"attr/{name}"] = (
-                value.astype(np.int32) if np.issubdtype(value.dtype, np.integer) else value
-            )
-        return out
-
-
-def collate(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-
-
-@dataclasses.dataclass
 class _LoadSlice:
-    """Grain map: a global batch of indices -> this process's slice of preprocessed examples."""
+    """Grain map: (batch number, global batch of indices) -> this process's slice of
+    preprocessed examples."""
 
     source: Any
     preprocess: Preprocessor
     lo: int
     hi: int
+    seed: int
+    num_examples: int
 
-    def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        return collate([self.preprocess(self.source[int(i)]) for i in indices[self.lo : self.hi]])
+    def __call__(self, batch_number: int, indices: np.ndarray) -> dict[str, np.ndarray]:
+        examples = []
+        for j in range(self.lo, self.hi):
+            index = int(indices[j])
+            caption_seed = None
+            if self.preprocess.draws_captions:  # (seed, example, epoch): same on resume
+                epoch = (int(batch_number) * len(indices) + j) // self.num_examples
+                caption_seed = (self.seed, index, epoch)
+            examples.append(self.preprocess(self.source[index], caption_seed))
+        return collate(examples)
 
 
 @dataclasses.dataclass
@@ -181,6 +193,38 @@ class _LoadEvalBatch:
         return batch
 
 
+@dataclasses.dataclass
+class _CachedSlice:
+    """Grain map over a cached split: global batch of indices -> this process's slice."""
+
+    arrays: dict[str, np.ndarray]
+    lo: int
+    hi: int
+
+    def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        rows = np.asarray(indices[self.lo : self.hi])
+        return {k: v[rows] for k, v in self.arrays.items()}
+
+
+@dataclasses.dataclass
+class _CachedEvalBatch:
+    """Grain map over a cached split: eval batch number -> padded slice with `valid`."""
+
+    arrays: dict[str, np.ndarray]
+    num_examples: int
+    global_batch: int
+    lo: int
+    hi: int
+
+    def __call__(self, batch_index: int) -> dict[str, np.ndarray]:
+        start = int(batch_index) * self.global_batch
+        positions = np.arange(start + self.lo, start + self.hi)
+        valid = positions < self.num_examples
+        batch = {k: v[np.where(valid, positions, 0)] for k, v in self.arrays.items()}
+        batch["valid"] = valid
+        return batch
+
+
 class DataPipeline:
     """Train and eval batches of one dataset for one run, plus the DataSpec models need.
 
@@ -193,75 +237,141 @@ class DataPipeline:
         self.batch_size = batch_size
         self.seed = seed
         modalities = tuple(config.modalities)
-        bad = [m for m in modalities if m not in MODALITIES]
+        bad = [m for m in modalities if not catalog.is_modality(m)]
         if bad or not modalities:
             raise ConfigError(
-                f"data.modalities={modalities!r}: choose from {', '.join(MODALITIES)}"
+                f"data.modalities={modalities!r}: choose from {', '.join(MODALITIES)} "
+                "(or image_<view> for a dataset's further image views)"
             )
-        self.sources, self.info = load_split_sources(
-            config.name, config.data_dir or None, [config.train_split, config.eval_split]
-        )
-        base = config.name.split("/")[0]
-        defaults = DATASET_DEFAULTS.get(base, {})
-        features = dict(defaults.get("features", {}))
-        features.update(dict(config.get("features", None) or {}))
-        available = set(self.info.features.keys())
-        for key in (*modalities, "label"):
-            features.setdefault(key, key)
-        for m in modalities:
-            if features[m] not in available:
-                raise ConfigError(
-                    f"dataset {config.name!r} has no modality {m!r} (its features: "
-                    f"{', '.join(sorted(available))}); set data.modalities to what it has"
-                )
-        label_key = config.label_key or ""
-        if label_key:
-            if label_key not in available:
-                raise ConfigError(
-                    f"dataset {config.name!r} has no label feature {label_key!r} "
-                    f"(its features: {', '.join(sorted(available))}); set data.label_key"
-                )
-            features["label"] = label_key
+        splits = [config.train_split, config.eval_split]
+        data_dir = config.data_dir or None
+        if catalog.base_name(config.name) == FILES_DATASET:
+            from crossjax.data.files import load_files_sources  # local: Pillow, wave, ...
+
+            self.sources, self.info = load_files_sources(
+                config, data_dir or default_data_dir(), splits
+            )
         else:
-            features.pop("label", None)
-        self.features = features
+            self.sources, self.info = load_split_sources(config.name, data_dir, splits)
         self.modalities = modalities
+        self.features = self._feature_map()
         self.vocab = self._vocabulary(vocab_path) if "text" in modalities else None
         self.preprocess = Preprocessor(
-            features=features,
+            features=self.features,
             modalities=modalities,
             vocab=self.vocab,
             max_text_len=config.max_text_len,
             audio_length=config.get("audio_length", 0) or 0,
-            extra_features=self._extra_features(available),
+            extra_features=self._extra_features(),
+            image_size=self._image_size(),
+            image_mode=self._image_mode(),
+            all_captions=int(config.get("all_captions", 0) or 0),
         )
-        self.spec = self._spec(defaults)
+        self.spec = self._spec()
         self.num_train = len(self.sources[config.train_split])
         self.num_eval = len(self.sources[config.eval_split])
         if self.num_train < batch_size:
             raise ConfigError(
                 f"batch_size={batch_size} exceeds the {self.num_train} training examples of {config.name!r}"
             )
+        self._cache: dict[str, dict[str, np.ndarray]] = {}
+        for split in dict.fromkeys(splits):
+            if self._should_cache(split):
+                self._cache[split] = self._preprocess_all(split)
+
+    # -- in-memory cache ------------------------------------------------------------------
+    def _should_cache(self, split: str) -> bool:
+        """`data.cache`: "auto" keeps a preprocessed split in memory when it is small enough
+        (`data.cache_max_mb`); "always"/"never" force it. Splits whose examples draw a
+        random caption are never cached (the draw differs per epoch)."""
+        mode = self.config.get("cache", "auto")
+        if mode not in ("auto", "always", "never"):
+            raise ConfigError(f"data.cache={mode!r}; valid: auto, always, never")
+        if mode == "never" or self._several_captions():
+            return False
+        if mode == "always":
+            return True
+        example = self.preprocess(self.sources[split][0])
+        size = sum(v.nbytes for v in example.values()) * len(self.sources[split])
+        return size <= self.config.get("cache_max_mb", 2048) * 2**20
+
+    def _several_captions(self) -> bool:
+        """Whether an example's text is a sequence of captions (one is drawn per epoch)."""
+        if "text" not in self.modalities:
+            return False
+        feature = catalog.find_feature(self.info.features, self.features["text"])
+        return isinstance(feature, tfds.features.Sequence) or getattr(feature, "shape", ()) != ()
+
+    def _preprocess_all(self, split: str) -> dict[str, np.ndarray]:
+        """Every example of `split` preprocessed once, stacked: batches become array slices."""
+        source = self.sources[split]
+        log.info(
+            "Caching %d preprocessed %s examples of %s in memory",
+            len(source),
+            split,
+            self.config.name,
+        )
+        return collate([self.preprocess(source[i]) for i in range(len(source))])
 
     # -- set-up ---------------------------------------------------------------------------
-    def _extra_features(self, available: set[str]) -> tuple[str, ...]:
+    def _has_feature(self, path: str) -> bool:
+        return catalog.find_feature(self.info.features, path) is not None
+
+    def _feature_map(self) -> dict[str, str]:
+        config = self.config
+        features = catalog.feature_map(
+            config.name, config.get("features", None), (*self.modalities, "label")
+        )
+        available = ", ".join(catalog.feature_names(self.info.features))
+        for m in self.modalities:
+            if not self._has_feature(features[m]):
+                raise ConfigError(
+                    f"dataset {config.name!r} has no modality {m!r} (its features: "
+                    f"{available}); set data.modalities to what it has, or map it with "
+                    f"data.features"
+                )
+        label_key = config.label_key or ""
+        if label_key:
+            if not self._has_feature(label_key):
+                raise ConfigError(
+                    f"dataset {config.name!r} has no label feature {label_key!r} "
+                    f"(its features: {available}); set data.label_key ('' for none)"
+                )
+            features["label"] = label_key
+        else:
+            features.pop("label", None)
+        return features
+
+    def _extra_features(self) -> tuple[str, ...]:
         """`data.extra_features`: dataset features passed through as `attr/<name>`."""
         extra = tuple(self.config.get("extra_features", ()) or ())
         for name in extra:
-            if name not in available:
+            if not self._has_feature(name):
                 raise ConfigError(
                     f"data.extra_features names {name!r}, which dataset {self.config.name!r} "
-                    f"lacks (its features: {', '.join(sorted(available))})"
+                    f"lacks (its features: {', '.join(catalog.feature_names(self.info.features))})"
                 )
         return extra
+
+    def _image_size(self) -> tuple[int, int] | None:
+        size = tuple(self.config.get("image_size", ()) or ())
+        if size and (len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size)):
+            raise ConfigError(f"data.image_size={size!r}; valid: (height, width) or () to keep")
+        return (int(size[0]), int(size[1])) if size else None
+
+    def _image_mode(self) -> str | None:
+        mode = self.config.get("image_mode", "") or ""
+        if mode and mode not in IMAGE_MODES:
+            raise ConfigError(f"data.image_mode={mode!r}; valid: {', '.join(IMAGE_MODES)} or ''")
+        return mode or None
 
     def _vocabulary(self, vocab_path) -> Vocabulary:
         if vocab_path is not None and os.path.exists(vocab_path):
             return Vocabulary.load(vocab_path)
         source = self.sources[self.config.train_split]
-        key = self.features["text"]
+        preprocess = Preprocessor(self.features, ("text",), None, 0, 0)
         vocab = Vocabulary.build(
-            (source[i][key] for i in range(len(source))),
+            (c for i in range(len(source)) for c in preprocess.captions_of(source[i])),
             min_count=self.config.vocab_min_count,
             max_size=self.config.max_vocab_size or None,
         )
@@ -269,20 +379,39 @@ class DataPipeline:
             vocab.save(vocab_path)
         return vocab
 
-    def _spec(self, defaults) -> DataSpec:
+    def _check_fixed_shapes(self) -> None:
+        """Varying image sizes need data.image_size; varying audio lengths data.audio_length."""
+        for key in self.modalities:
+            feature = catalog.find_feature(self.info.features, self.features[key])
+            shape = tuple(getattr(feature, "shape", ()) or ())
+            if is_image_key(key) and None in shape[:2] and not self.preprocess.image_size:
+                raise ConfigError(
+                    f"dataset {self.config.name!r} has {key} of varying size; set "
+                    "data.image_size, e.g. (64, 64)"
+                )
+            if key == "audio" and None in shape and not self.preprocess.audio_length:
+                raise ConfigError(
+                    f"dataset {self.config.name!r} has audio of varying length; set "
+                    "data.audio_length (samples to crop/pad to), e.g. 8000"
+                )
+
+    def _spec(self) -> DataSpec:
+        self._check_fixed_shapes()
         example = self.preprocess(self.sources[self.config.train_split][0])
         num_classes = None
         if "label" in self.features:
-            feature = self.info.features[self.features["label"]]
+            feature = catalog.find_feature(self.info.features, self.features["label"])
             num_classes = getattr(feature, "num_classes", None)
-        audio_feature = (
-            self.info.features[self.features["audio"]] if "audio" in self.modalities else None
-        )
-        sample_rate = (
-            getattr(audio_feature, "sample_rate", None)
-            or self.config.get("sample_rate", 0)
-            or defaults.get("sample_rate")
-        )
+        sample_rate = None
+        if "audio" in self.modalities:
+            feature = catalog.find_feature(self.info.features, self.features["audio"])
+            metadata = getattr(self.info, "metadata", None) or {}
+            sample_rate = (
+                getattr(feature, "sample_rate", None)
+                or self.config.get("sample_rate", 0)
+                or catalog.default_sample_rate(self.config.name)
+                or metadata.get("sample_rate")
+            )
         return DataSpec(
             modalities=self.modalities,
             num_classes=num_classes,
@@ -290,7 +419,7 @@ class DataPipeline:
             max_text_len=self.config.max_text_len if "text" in self.modalities else None,
             image_shape=tuple(example["image"].shape) if "image" in example else None,
             audio_shape=tuple(example["audio"].shape) if "audio" in example else None,
-            sample_rate=int(sample_rate) if "audio" in self.modalities and sample_rate else None,
+            sample_rate=int(sample_rate) if sample_rate else None,
         )
 
     def _process_slice(self, global_batch: int) -> tuple[int, int]:
@@ -313,8 +442,14 @@ class DataPipeline:
             .batch(self.batch_size, drop_remainder=True)
         )
         lo, hi = self._process_slice(self.batch_size)
-        source = self.sources[self.config.train_split]
-        ds = indices.map(_LoadSlice(source, self.preprocess, lo, hi))
+        split = self.config.train_split
+        if split in self._cache:
+            ds = indices.map(_CachedSlice(self._cache[split], lo, hi))
+        else:
+            load = _LoadSlice(
+                self.sources[split], self.preprocess, lo, hi, self.seed, self.num_train
+            )
+            ds = indices.map_with_index(load)
         it = ds.to_iter_dataset(self._read_options()).__iter__()
         if state:
             it.set_state(state)
@@ -325,8 +460,12 @@ class DataPipeline:
         global_batch = batch_size or self.batch_size
         num_batches = math.ceil(self.num_eval / global_batch)
         lo, hi = self._process_slice(global_batch)
-        source = self.sources[self.config.eval_split]
-        ds = grain.MapDataset.range(num_batches).map(
-            _LoadEvalBatch(source, self.preprocess, self.num_eval, global_batch, lo, hi)
-        )
+        split = self.config.eval_split
+        if split in self._cache:
+            load = _CachedEvalBatch(self._cache[split], self.num_eval, global_batch, lo, hi)
+        else:
+            load = _LoadEvalBatch(
+                self.sources[split], self.preprocess, self.num_eval, global_batch, lo, hi
+            )
+        ds = grain.MapDataset.range(num_batches).map(load)
         return iter(ds.to_iter_dataset(self._read_options()))

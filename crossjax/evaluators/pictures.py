@@ -14,7 +14,10 @@ def reconstruction_images(
     """Writes `num` test images above their reconstructions to images/reconstruction_<m>.png.
 
     Uses `recon_mean/<m>` (the mean of p(x | z)), else `recon/<m>`. Returns no metrics.
+    Writes nothing without a writer (e.g. under scripts/evaluate.py).
     """
+    if ctx.writer is None:
+        return {}
     batch, valid = next(iter(ctx.batches()))
     outputs = ctx.predict(batch)
     recon = outputs.get(f"recon_mean/{modality}", outputs.get(f"recon/{modality}"))
