@@ -126,6 +126,7 @@ def bare_loop_steps_per_s(
 ) -> float:
     """Steps/s of a bare Python loop over the jitted train step on device-resident batches
     (the reference for the trainer's overhead)."""
+    Path(workdir).mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(config)
     data = open_data(config, Path(workdir))
     exp = Experiment(config, data, mesh)
@@ -139,3 +140,27 @@ def bare_loop_steps_per_s(
         state, acc = exp.train_step(state, batches[i % len(batches)], acc)
     jax.block_until_ready(acc)
     return steps / (time.perf_counter() - start)
+
+
+def trainer_overhead(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+    """Steps/s of `train_and_evaluate` (the config's log and checkpoint intervals, no
+    periodic eval) against a bare loop of the same jitted step on device-resident data.
+
+    The trainer's rate is taken from its own log records after the first one (which
+    includes compilation): total steps over total time of those intervals.
+    """
+    import json
+
+    from crossjax.train import train_and_evaluate
+
+    workdir = Path(workdir)
+    config = config.copy_and_resolve_references()
+    config.eval_every = 0
+    train_and_evaluate(config, str(workdir / "trainer"))
+    with open(workdir / "trainer" / "metrics.jsonl") as f:
+        records = [r for r in map(json.loads, f) if r["split"] == "train"]
+    steps = [b["step"] - a["step"] for a, b in zip(records, records[1:], strict=False)]
+    seconds = [n / r["steps_per_s"] for n, r in zip(steps, records[1:], strict=True)]
+    trainer = sum(steps) / sum(seconds)
+    bare = bare_loop_steps_per_s(config, workdir / "bare", sum(steps))
+    return {"trainer_steps_per_s": trainer, "bare_loop_steps_per_s": bare, "ratio": trainer / bare}
