@@ -4,7 +4,8 @@
 each method is trained by `crossjax.train.train_and_evaluate` in OUT/<method> (a method
 whose workdir already holds the final test record is not retrained), its train step is
 timed, and OUT/README.md (the table), OUT/robustness.png (accuracy vs noise scale per
-method, one panel per modality) and OUT/results.json (every number) are written.
+method, one panel per modality) and OUT/results.json (every number) are written; an
+OUT/.gitignore keeps the method workdirs out of git.
 
 Step time is measured, not read from the training log: the median wall time of
 `timing_steps` calls of the jitted train step on one device-resident batch, each ended
@@ -179,6 +180,8 @@ def compare(
     """Trains every {method: config} in out_dir/<method> and writes the report."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # The report is worth committing; the method workdirs (checkpoints) are not.
+    (out / ".gitignore").write_text("# method workdirs: rerun scripts/compare.py\n*/\n")
     results = [
         run_method(method, prepare_config(config, steps), out / method, timing_steps)
         for method, config in configs.items()

@@ -60,8 +60,8 @@ class FusionClassifier(nn.Module):
     Inputs: the batch contract (`image`, `text` + `text_mask`, `audio`, optional
     `present/<m>`). Outputs: `logits` (B, num_classes) float32 and `emb/<m>` (B, D_m) per
     modality (the encoder's output, or the raw features for early fusion), zero where
-    `present/<m>` is False. A missing modality's input is zeroed
-    before encoding, so its values affect neither outputs nor gradients.
+    `present/<m>` is False. A missing modality's input is zeroed before encoding, so its
+    values affect neither outputs nor gradients.
     """
 
     num_classes: int

@@ -2,8 +2,11 @@
 
 A fusion is a linen Module constructed with `dtype=...` (plus its own fields, set from
 `config.model.fusion_kwargs`) and called as `fusion(embeddings, present) -> (B, F)`,
-where both are dicts keyed by modality in the model's order: embeddings (B, D_m) and
-present (B,) bool. Every fusion here zeroes an absent modality's embedding itself
+where both are dicts keyed by modality: embeddings (B, D_m) and present (B,) bool.
+Every fusion but `concat` visits the modalities in sorted name order, because a dict
+that crosses a `jax.jit` boundary comes back with sorted keys: the output must not
+depend on how the caller built the dict. (`concat` keeps the caller's order, the
+config's in the classifier, so that saved runs keep their meaning.) Every fusion here zeroes an absent modality's embedding itself
 (`jnp.where`, so even NaN there is harmless): an absent modality never influences the
 output through its values. Most append the presence bits (B, M) to their output so the
 head can tell which modalities were there; `tfn` and `lmf` do not (their appended
@@ -36,13 +39,16 @@ Presence = Mapping[str, jax.Array]
 
 
 def masked(embeddings: Embeddings, present: Presence, dtype: Any) -> dict[str, jax.Array]:
-    """Each (B, D_m) embedding with the rows of absent examples set to 0."""
-    return {m: jnp.where(present[m][:, None], e, 0).astype(dtype) for m, e in embeddings.items()}
+    """Each (B, D_m) embedding with the rows of absent examples set to 0, sorted by name."""
+    return {
+        m: jnp.where(present[m][:, None], embeddings[m], 0).astype(dtype)
+        for m in sorted(embeddings)
+    }
 
 
 def presence_bits(present: Presence, dtype: Any) -> jax.Array:
-    """(B, M) 1.0 where the modality is present, in the modalities' order."""
-    return jnp.stack([p.astype(dtype) for p in present.values()], axis=-1)
+    """(B, M) 1.0 where the modality is present, modalities sorted by name."""
+    return jnp.stack([present[m].astype(dtype) for m in sorted(present)], axis=-1)
 
 
 def _check_positive(value: Any, field: str) -> None:
@@ -62,9 +68,10 @@ class ConcatFusion(nn.Module):
     @nn.compact
     def __call__(self, embeddings: Embeddings, present: Presence) -> jax.Array:
         parts = []
-        for modality, emb in masked(embeddings, present, self.dtype).items():
-            parts.append(emb)
-            parts.append(present[modality].astype(self.dtype)[:, None])
+        for modality, emb in embeddings.items():  # the caller's order (see module doc)
+            keep = present[modality][:, None]
+            parts.append(jnp.where(keep, emb, 0).astype(self.dtype))
+            parts.append(keep.astype(self.dtype))
         return jnp.concatenate(parts, axis=-1)
 
 
@@ -228,7 +235,8 @@ class LowRankFusion(nn.Module):
     def __call__(self, embeddings: Embeddings, present: Presence) -> jax.Array:
         init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
         product = 1.0
-        for m, aug in zip(embeddings, _augmented(self, embeddings, present, self.dim), strict=True):
+        augmented = _augmented(self, embeddings, present, self.dim)
+        for m, aug in zip(sorted(embeddings), augmented, strict=True):
             factor = self.param(f"factor_{m}", init, (self.rank, aug.shape[-1], self.features))
             product = product * jnp.einsum("bd,rdf->brf", aug, factor.astype(self.dtype))
         # 1/sqrt(rank) keeps the sum of rank independent products at unit scale.
@@ -245,7 +253,7 @@ class FiLMFusion(nn.Module):
     """FiLM (Perez et al. 2018): one modality's features scaled and shifted by the others.
 
     h = Dense(features)(x_c) of the `conditioned` modality (None: image if the model has
-    it, else the first); gamma, beta = Dense(2 features)([other x; presence bits]), zero
+    it, else the first by name); gamma, beta = Dense(2 features)([other x; presence bits]), zero
     initialised so training starts from the identity; output relu(h * (1 + gamma) + beta)
     plus presence bits: (B, features + M). With one modality gamma = beta = 0.
     """

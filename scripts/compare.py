@@ -1,0 +1,56 @@
+"""Train every fusion method on crossjax_digits and write a comparison table and plot.
+
+    python scripts/compare.py --out results/fusion [--steps 1500] \
+        [--methods concat,gated] [--timing_steps 50] [--variant tiny] [--seed 1]
+
+Each method trains in OUT/<method> from configs/digits_fusion[_<method>].py; rerunning
+skips finished methods. Writes OUT/README.md, OUT/robustness.png and OUT/results.json.
+"""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # for `configs.*` imports
+
+from absl import flags  # noqa: E402
+
+from crossjax import cli  # noqa: E402
+
+_OUT = flags.DEFINE_string("out", "results/fusion", "Directory for the runs and the report.")
+_STEPS = flags.DEFINE_integer("steps", None, "Train steps per method (default: the config's).")
+_METHODS = flags.DEFINE_list("methods", None, "Fusion methods to compare (default: all).")
+_TIMING_STEPS = flags.DEFINE_integer("timing_steps", 50, "Train steps timed per method.")
+_VARIANT = flags.DEFINE_string("variant", None, "Config variant, e.g. tiny.")
+_SEED = flags.DEFINE_integer("seed", None, "config.seed of every method (default: the config's).")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from crossjax import compare
+    from crossjax.errors import ConfigError
+
+    methods = _METHODS.value or list(compare.METHODS)
+    unknown = [m for m in methods if m not in compare.METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method {unknown[0]!r}; valid: {', '.join(compare.METHODS)}")
+    configs = {
+        m: compare.load_config(compare.config_path(m, ROOT / "configs"), _VARIANT.value)
+        for m in methods
+    }
+    if _SEED.value is not None:
+        for config in configs.values():
+            config.seed = _SEED.value
+    command = " ".join(["python", "scripts/compare.py", *sys.argv[1:]])
+    results = compare.compare(
+        configs,
+        _OUT.value,
+        steps=_STEPS.value,
+        timing_steps=_TIMING_STEPS.value,
+        command=command,
+    )
+    print(compare.markdown_table(results))
+
+
+if __name__ == "__main__":
+    cli.run(main)
