@@ -322,7 +322,7 @@ def test_build_model_accepts_frozen_config_and_bfloat16():
         (
             ml_collections.ConfigDict({"name": "transformer"}),
             SPEC,
-            r"unknown model 'transformer'; valid: autoencoder, fusion_classifier, vae",
+            r"unknown model 'transformer'; valid: autoencoder, fusion_classifier, two_tower, vae",
         ),
         (
             fusion_config(modalities=("image", "audio")),
