@@ -81,6 +81,7 @@ def encode_texts(ctx: EvalContext, text: np.ndarray, mask: np.ndarray) -> np.nda
 
 
 def _head(values: dict[str, np.ndarray], max_examples: int | None) -> dict[str, np.ndarray]:
+    """The first `max_examples` rows of every entry (all rows for None or 0)."""
     return {k: v[:max_examples] for k, v in values.items()} if max_examples else values
 
 
@@ -88,7 +89,7 @@ def _head(values: dict[str, np.ndarray], max_examples: int | None) -> dict[str, 
 def retrieval(
     ctx: EvalContext, *, max_examples: int | None = 1000, name: str = "retrieval"
 ) -> dict[str, float]:
-    """Image<->text retrieval among the first `max_examples` eval pairs (None: all).
+    """Image<->text retrieval among the first `max_examples` eval pairs (None or 0: all).
 
     Uses every caption of batches with `captions` (B, C, L) and `captions_mask` (B, C, L)
     (padded captions have an all-False mask), else `text` as the one caption per image.

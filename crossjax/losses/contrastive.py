@@ -64,7 +64,7 @@ def _sigmoid_block_terms(
     (b, b) block whose diagonal holds the positives when `diagonal_positive`.
 
     Summed apart because the negatives' terms are tiny (softplus(-10) ~ 5e-5): added one by
-    one to the large positive terms in float32 they would lose about 1e-5 of the loss.
+    one to the large positive terms in float32 they would lose ~1e-5 (relative) of the loss.
     """
     if not diagonal_positive:
         return jnp.zeros((), logits.dtype), -jnp.sum(jax.nn.log_sigmoid(-logits))

@@ -1,0 +1,98 @@
+"""python scripts/train.py --config configs/shapes_clip.py --workdir runs/shapes_clip
+
+CLIP (softmax contrastive loss) on `crossjax_shapes` image-caption pairs: a small CNN
+image tower and a bag-of-words text tower trained from scratch, evaluated by image<->text
+retrieval on 1,000 test pairs and by zero-shot colour and shape classification of the
+single-object test scenes. Tiny variant for tests: `--config configs/shapes_clip.py:tiny`.
+
+Why these towers (this config, 2 CPU cores): a ViT with 4x4 patches (width 64, depth 2)
+ran 10 steps/s against the CNN's 17 and reached zero-shot shape 0.30 against 0.99 after
+1500 steps (8x8 patches were fast but never learned shape either). A transformer text
+tower (width 64, depth 2) gave better retrieval R@1 (0.51 vs 0.45) but zero-shot shape
+0.87: prompts without a colour word are further from its training captions. Both are a
+config change away (`image_encoder="vit"`, `text_encoder="transformer"`).
+"""
+
+import math
+
+import ml_collections
+
+from configs.digits_fusion import shrink_to_tiny
+from crossjax.config import base_config
+
+# Prompt templates use only words of the caption grammar (crossjax/data/shape_captions.py),
+# so no prompt word is unknown to the vocabulary. Captions always put a size word before
+# the shape ("a small red circle"), so the shape prompts ensemble over sizes, as CLIP's
+# prompt ensembles do; that raised zero-shot shape accuracy by about 0.03 in our runs.
+COLOR_TEMPLATES = ("a {}", "a picture of a {}", "there is a {}", "we see a {}")
+SHAPE_TEMPLATES = ("a small {}", "a large {}", "a tiny {}", "a big {}", "a picture of a {}")
+
+
+def zeroshot_attribute(attribute: str, names: str, templates: tuple[str, ...]) -> tuple[str, dict]:
+    """The zero-shot evaluator of one object attribute on single-object test scenes."""
+    return (
+        "zeroshot",
+        {
+            "name": f"zeroshot_{attribute}",
+            "label_key": f"attr/{attribute}",
+            "index": 0,
+            "class_names_from": f"crossjax.data.shapes:{names}",
+            "templates": templates,
+            "filter_key": "attr/num_objects",
+            "filter_value": 1,
+        },
+    )
+
+
+def shapes_contrastive_config(
+    loss: str, variant: str | None, *, init_temperature: float, init_bias: float
+) -> ml_collections.ConfigDict:
+    """Two-tower shapes model trained with `loss` ("clip" or "siglip")."""
+    config = base_config()
+    # Batch 128 for twice the steps of batch 256 in the same time: zero-shot shape needs
+    # the updates (at lr 1e-3: 0.85 after 1000 steps of 256; 0.93 after 1500 of 128).
+    config.num_train_steps = 1500
+    config.batch_size = 128
+    config.log_every = 100
+    config.eval_every = 500
+    config.checkpoint_every = 500
+    config.data.name = "crossjax_shapes"
+    config.data.modalities = ("image", "text")
+    config.data.max_text_len = 16
+    config.data.extra_features = ("color", "shape", "num_objects")
+    config.model = ml_collections.ConfigDict(
+        {
+            "name": "two_tower",
+            "image_encoder": "cnn",
+            "text_encoder": "bow",
+            "encoder_kwargs": {"image": {"channels": (32, 64)}, "text": {"embed_dim": 64}},
+            "embed_dim": 64,
+            "init_temperature": init_temperature,
+            "init_bias": init_bias,
+            "dtype": "float32",
+        }
+    )
+    config.losses = ((loss, 1.0),)
+    config.evaluators = (
+        ("retrieval", {"max_examples": 1000}),
+        zeroshot_attribute("color", "COLORS", COLOR_TEMPLATES),
+        zeroshot_attribute("shape", "SHAPES", SHAPE_TEMPLATES),
+    )
+    # 3e-3 rather than 1e-3: zero-shot shape after 1500 steps rose from 0.93 to 0.99 for
+    # CLIP and from 0.76 to 0.98 for SigLIP, whose log-scale otherwise barely moves.
+    config.optimizer.learning_rate = 3e-3
+    config.optimizer.warmup_steps = 100
+    if variant == "tiny":
+        shrink_to_tiny(config)
+        config.model.encoder_kwargs.image.channels = (4, 8)
+        config.model.encoder_kwargs.text.embed_dim = 16
+        config.model.embed_dim = 16
+    elif variant:
+        raise ValueError(f"unknown config variant {variant!r}; valid: tiny")
+    return config
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    return shapes_contrastive_config(
+        "clip", variant, init_temperature=math.log(1 / 0.07), init_bias=0.0
+    )
