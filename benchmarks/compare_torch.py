@@ -36,7 +36,7 @@ BATCH = 128
 SPEC = DataSpec(modalities=("image",), num_classes=10, image_shape=(28, 28, 1))
 
 
-def crossjax_config(model: str) -> ml_collections.ConfigDict:
+def crossjax_config(model: str, conv_impl: str = "xla") -> ml_collections.ConfigDict:
     config = base_config()
     config.batch_size = BATCH
     config.num_devices = 1
@@ -61,7 +61,7 @@ def crossjax_config(model: str) -> ml_collections.ConfigDict:
                 "name": "fusion_classifier",
                 "modalities": ("image",),
                 "image_encoder": "cnn",
-                "encoder_kwargs": {"image": {"channels": (32, 64)}},
+                "encoder_kwargs": {"image": {"channels": (32, 64), "conv_impl": conv_impl}},
                 "features": 128,
                 "hidden": (),
             }
@@ -69,8 +69,8 @@ def crossjax_config(model: str) -> ml_collections.ConfigDict:
     return config
 
 
-def crossjax_runner(model: str, images: np.ndarray, labels: np.ndarray):
-    config = crossjax_config(model)
+def crossjax_runner(model: str, images: np.ndarray, labels: np.ndarray, conv_impl: str = "xla"):
+    config = crossjax_config(model, conv_impl)
     exp = Experiment(config, types.SimpleNamespace(spec=SPEC, vocab=None), sharding.make_mesh(1))
     batch = sharding.to_global({"image": images, "label": labels}, exp.mesh)
     state = {"state": exp.init(), "acc": exp.empty_train_metrics()}
@@ -113,7 +113,9 @@ def steps_per_s(run, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def compare(models=("vae", "cnn"), rounds: int = 5, seconds: float = 2.0) -> dict:
+def compare(
+    models=("vae", "cnn"), rounds: int = 5, seconds: float = 2.0, conv_impl: str = "xla"
+) -> dict:
     rng = np.random.default_rng(0)
     images = rng.random((BATCH, 28, 28, 1), np.float32)
     labels = rng.integers(0, 10, BATCH).astype(np.int32)
@@ -148,6 +150,12 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=["vae", "cnn"], choices=["vae", "cnn"])
+    parser.add_argument(
+        "--conv_impl",
+        default="xla",
+        choices=["xla", "patches"],
+        help="crossjax's CNN convolutions",
+    )
     args = parser.parse_args()
     import torch
 

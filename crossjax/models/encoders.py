@@ -63,7 +63,7 @@ class CNNImageEncoder(nn.Module):
 
     channels: Sequence[int] = (32, 64)
     features: int = 128
-    conv_impl: str = "auto"  # see crossjax.models.conv: matmul over patches on CPU
+    conv_impl: str = "xla"  # or "patches": see crossjax.models.conv
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -75,7 +75,7 @@ class CNNImageEncoder(nn.Module):
         return nn.Dense(self.features, dtype=self.dtype)(x)
 
 
-def _conv_stack(x: jax.Array, channels: Sequence[int], dtype: Any, impl: str = "auto") -> jax.Array:
+def _conv_stack(x: jax.Array, channels: Sequence[int], dtype: Any, impl: str = "xla") -> jax.Array:
     """(B, H, W, C) -> (B, ~H / 2^n, ~W / 2^n, channels[-1]); must run inside a compact method."""
     for width in channels:
         x = nn.relu(Conv(width, (3, 3), impl=impl, dtype=dtype)(x))
