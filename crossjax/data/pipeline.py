@@ -169,6 +169,15 @@ class _LoadSlice:
         return collate(examples)
 
 
+def _eval_positions(batch_index: int, global_batch: int, lo: int, hi: int, num_examples: int):
+    """This process's example positions in eval batch `batch_index` and which are real;
+    padding rows point at example 0."""
+    start = int(batch_index) * global_batch
+    positions = np.arange(start + lo, start + hi)
+    valid = positions < num_examples
+    return np.where(valid, positions, 0), valid
+
+
 @dataclasses.dataclass
 class _LoadEvalBatch:
     """Grain map: eval batch number -> this process's slice, padded, with a `valid` mask."""
@@ -181,14 +190,10 @@ class _LoadEvalBatch:
     hi: int
 
     def __call__(self, batch_index: int) -> dict[str, np.ndarray]:
-        start = int(batch_index) * self.global_batch
-        positions = np.arange(start + self.lo, start + self.hi)
-        valid = positions < self.num_examples
-        examples = [
-            self.preprocess(self.source[int(p) if ok else 0])
-            for p, ok in zip(positions, valid, strict=True)
-        ]
-        batch = collate(examples)
+        rows, valid = _eval_positions(
+            batch_index, self.global_batch, self.lo, self.hi, self.num_examples
+        )
+        batch = collate([self.preprocess(self.source[int(r)]) for r in rows])
         batch["valid"] = valid
         return batch
 
@@ -217,10 +222,10 @@ class _CachedEvalBatch:
     hi: int
 
     def __call__(self, batch_index: int) -> dict[str, np.ndarray]:
-        start = int(batch_index) * self.global_batch
-        positions = np.arange(start + self.lo, start + self.hi)
-        valid = positions < self.num_examples
-        batch = {k: v[np.where(valid, positions, 0)] for k, v in self.arrays.items()}
+        rows, valid = _eval_positions(
+            batch_index, self.global_batch, self.lo, self.hi, self.num_examples
+        )
+        batch = {k: v[rows] for k, v in self.arrays.items()}
         batch["valid"] = valid
         return batch
 
