@@ -162,13 +162,17 @@ class Experiment:
             self.state_sharding,
         )
 
-    def empty_train_metrics(self):
-        shapes = jax.eval_shape(
+    @functools.cached_property
+    def _train_metric_shapes(self):
+        """The loss metrics' shapes, traced once (not at every log step)."""
+        return jax.eval_shape(
             lambda s, b: self._loss(s.params, b, s.step)[1],
             self.abstract_state(),
             self._abstract_batch(),
         )
-        metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+
+    def empty_train_metrics(self):
+        metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), self._train_metric_shapes)
         metrics["grad_norm"] = jnp.zeros((), jnp.float32)  # added by _train_step
         acc = {
             "sum": metrics,
