@@ -284,7 +284,10 @@ def test_loss_context_apply_fn_reaches_the_loss():
         ([(3, 1.0)], r"name must be a string"),
         ([("cross_entropy", "1.0")], r"weight must be a number"),
         ([("cross_entropy", True)], r"weight must be a number"),
-        ([("hinge", 1.0)], r"unknown loss 'hinge'; valid: clip, cross_entropy, neg_elbo, reconstruction, siglip"),
+        (
+            [("hinge", 1.0)],
+            r"unknown loss 'hinge'; valid: clip, cross_entropy, neg_elbo, reconstruction, siglip",
+        ),
         (
             [("cross_entropy", 1.0, {"smoothing": 0.1})],
             r"no keyword argument 'smoothing'; valid: label_smoothing",
