@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
             "all_captions": 0,
             "cache": "auto",  # keep preprocessed splits in memory: auto (if small) | always | never
             "cache_max_mb": 2048,  # the size limit of cache="auto"
+            "device_cache": True,  # keep a cached training split on the devices (1 process)
             # For name="files": where your files are and how to read them (converted once
             # into data_dir/crossjax_files/<format>_<name>_<hash>; a changed file or option
             # converts again).

@@ -440,11 +440,11 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
         restored = ckpts.restore(exp.abstract_state(), "latest")
         state, start = restored.state, restored.step
         _warn_config_changes(restored.config, config_dict)
-        train_iter = data.train_iterator(restored.data_state)
+        train_iter = data.global_train_batches(exp.mesh, restored.data_state)
         log.info("Resumed from step %d in %s", start, workdir)
     else:
         state, start = exp.init(), 0
-        train_iter = data.train_iterator()
+        train_iter = data.global_train_batches(exp.mesh)
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(json.dumps(config_dict, indent=2))
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -470,7 +470,7 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
     last_log_time, last_log_step = time.perf_counter(), start
     step = start
     while step < total:
-        batch = sharding.to_global(next(train_iter), exp.mesh)
+        batch = next(train_iter)
         state, acc = exp.train_step(state, batch, acc)
         step += 1
         bar.update(1)

@@ -137,3 +137,20 @@ def test_memory_cache_gives_the_same_batches_as_reading_the_source(tmp_path):
         for key in uncached:
             np.testing.assert_array_equal(uncached[key], cached[key])
             assert uncached[key].dtype == cached[key].dtype
+
+
+def test_device_resident_batches_equal_host_batches_and_resume(pipeline):
+    from crossjax.data.pipeline import _DeviceBatches, _HostBatches
+    from crossjax.sharding import make_mesh, to_host
+
+    mesh = make_mesh(8)
+    device = pipeline.global_train_batches(mesh)
+    assert isinstance(device, _DeviceBatches)  # tiny digits are cached in memory
+    host = _HostBatches(pipeline.train_iterator(), mesh)
+    for _ in range(33):  # crosses an epoch boundary (30 batches)
+        want, got = next(host), next(device)
+        assert got["image"].sharding.spec == want["image"].sharding.spec
+        for key in want:
+            np.testing.assert_array_equal(to_host(got[key]), to_host(want[key]))
+    resumed = pipeline.global_train_batches(mesh, device.get_state())
+    np.testing.assert_array_equal(to_host(next(resumed)["label"]), to_host(next(device)["label"]))
