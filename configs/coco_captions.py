@@ -15,6 +15,7 @@ Also home of `image_vae_config`, the unlabelled-image VAE that configs/files_coc
 
 import ml_collections
 
+from configs.digits_vae import use_image_vae
 from configs.mnist import tiny_catalog
 from crossjax.config import base_config
 
@@ -27,8 +28,6 @@ def image_vae_config(name: str, variant: str | None, *, tiny_splits: tuple[str, 
     config.log_every = 100
     config.eval_every = 1000
     config.checkpoint_every = 1000
-    config.best_metric = "neg_elbo"
-    config.best_mode = "min"
     config.data.name = name
     config.data.modalities = ("image", "text")
     config.data.label_key = ""
@@ -36,21 +35,7 @@ def image_vae_config(name: str, variant: str | None, *, tiny_splits: tuple[str, 
     config.data.image_mode = "RGB"
     config.data.max_text_len = 24
     config.data.all_captions = 5
-    likelihood = "bernoulli"  # pixels in [0, 1]; the loss and the pictures agree
-    config.model = ml_collections.ConfigDict(
-        {
-            "name": "vae",
-            "modality": "image",
-            "hidden": (512,),
-            "latent_dim": 32,
-            "likelihood": likelihood,
-            "dtype": "float32",
-        }
-    )
-    config.losses = (
-        ("neg_elbo", 1.0, {"modality": "image", "likelihood": likelihood, "beta": 1.0}),
-    )
-    config.evaluators = (("reconstruction_images", {"modality": "image"}),)
+    use_image_vae(config, hidden=(512,), latent_dim=32)
     config.optimizer.learning_rate = 1e-3
     if variant == "tiny":
         tiny_catalog(config, *tiny_splits)
