@@ -63,6 +63,13 @@ def base_config() -> ml_collections.ConfigDict:
             # bool, the first C captions of each example (missing ones all-False). `text`
             # is always ONE caption: a seeded random one in training, the first in eval.
             "all_captions": 0,
+            # Incomplete training data: this fraction of training examples (chosen once, by
+            # missing_seed) each lose one modality drawn from missing_modalities (() = all
+            # of modalities); batches then carry `present/<m>` (B,) bool and the absent
+            # values are zeroed. The eval split stays complete.
+            "missing_fraction": 0.0,
+            "missing_modalities": (),
+            "missing_seed": 0,
             "cache": "auto",  # keep preprocessed splits in memory: auto (if small) | always | never
             "cache_max_mb": 2048,  # the size limit of cache="auto"
             "device_cache": True,  # keep a cached training split on the devices (1 process)

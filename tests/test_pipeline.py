@@ -154,3 +154,42 @@ def test_device_resident_batches_equal_host_batches_and_resume(pipeline):
             np.testing.assert_array_equal(to_host(got[key]), to_host(want[key]))
     resumed = pipeline.global_train_batches(mesh, device.get_state())
     np.testing.assert_array_equal(to_host(next(resumed)["label"]), to_host(next(device)["label"]))
+
+
+@pytest.mark.parametrize("cache", ["always", "never"])
+def test_missing_fraction_removes_one_modality_per_chosen_example(tmp_path, cache):
+    config = _data_config()
+    config.cache = cache
+    config.missing_fraction = 0.5
+    data = DataPipeline(config, batch_size=16, seed=3, vocab_path=tmp_path / "v.json")
+    present = np.stack([data.presence[f"present/{m}"] for m in ("image", "text", "audio")], 1)
+    missing = (~present).sum(axis=1)
+    assert missing.max() == 1  # never more than one modality lost
+    assert missing.sum() == round(0.5 * data.num_train)
+    assert (~present).sum(axis=0).min() > 0.25 * missing.sum()  # each modality is dropped
+    batch = next(data.train_iterator())
+    for m in ("image", "audio"):
+        absent = ~batch[f"present/{m}"]
+        kept = batch[m][~absent].reshape((~absent).sum(), -1)
+        assert not batch[m][absent].any() and kept.any(axis=1).all()
+    absent = ~batch["present/text"]
+    assert not batch["text_mask"][absent].any() and not batch["text"][absent].any()
+    assert "present/image" not in next(data.eval_batches())  # the eval split stays complete
+    again = DataPipeline(config, batch_size=16, seed=9, vocab_path=tmp_path / "v.json")
+    for key, value in data.presence.items():  # fixed by missing_seed, not the run's seed
+        np.testing.assert_array_equal(again.presence[key], value)
+
+
+def test_missing_fraction_errors(tmp_path):
+    config = _data_config(modalities=("image",))
+    config.missing_fraction = 0.5
+    with pytest.raises(ConfigError, match="at least two"):
+        DataPipeline(config, batch_size=16, seed=0, vocab_path=tmp_path / "v.json")
+    config = _data_config()
+    config.missing_fraction = 1.5
+    with pytest.raises(ConfigError, match="missing_fraction"):
+        DataPipeline(config, batch_size=16, seed=0, vocab_path=tmp_path / "v.json")
+    config.missing_fraction = 0.5
+    config.missing_modalities = ("depth",)
+    with pytest.raises(ConfigError, match="depth"):
+        DataPipeline(config, batch_size=16, seed=0, vocab_path=tmp_path / "v.json")

@@ -156,6 +156,7 @@ class _LoadSlice:
     hi: int
     seed: int
     num_examples: int
+    presence: dict[str, np.ndarray] | None = None  # `present/<m>` per example of the split
 
     def __call__(self, batch_number: int, indices: np.ndarray) -> dict[str, np.ndarray]:
         examples = []
@@ -166,7 +167,41 @@ class _LoadSlice:
                 epoch = (int(batch_number) * len(indices) + j) // self.num_examples
                 caption_seed = (self.seed, index, epoch)
             examples.append(self.preprocess(self.source[index], caption_seed))
-        return collate(examples)
+        batch = collate(examples)
+        if self.presence is not None:
+            rows = np.asarray(indices[self.lo : self.hi])
+            batch = remove_absent(batch, {k: v[rows] for k, v in self.presence.items()})
+        return batch
+
+
+def missing_modality_table(
+    num_examples: int, modalities: tuple[str, ...], fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    """`present/<m>` (num_examples,) bool for each of `modalities`: round(fraction * N)
+    examples, chosen by a Generator seeded with `seed`, each lose ONE modality drawn
+    uniformly from `modalities`; every other entry is True. Fixed per example (an
+    incomplete dataset, not a per-epoch augmentation)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x4D495353]))
+    chosen = rng.permutation(num_examples)[: round(fraction * num_examples)]
+    dropped = rng.integers(len(modalities), size=len(chosen))
+    table = {f"present/{m}": np.ones(num_examples, bool) for m in modalities}
+    for i, m in enumerate(modalities):
+        table[f"present/{m}"][chosen[dropped == i]] = False
+    return table
+
+
+def remove_absent(batch: dict[str, np.ndarray], presence: dict[str, np.ndarray]) -> dict:
+    """`batch` plus the `present/<m>` (B,) entries of `presence`, with each absent
+    modality's values zeroed (text: padding ids and an all-False mask), so nothing of an
+    absent modality reaches a model."""
+    out = {**batch, **presence}
+    for key, present in presence.items():
+        m = key.removeprefix("present/")
+        for k in (m, f"{m}_mask"):
+            if k in out:
+                keep = present.reshape(-1, *([1] * (out[k].ndim - 1)))
+                out[k] = np.where(keep, out[k], np.zeros((), out[k].dtype))
+    return out
 
 
 def _eval_positions(batch_index: int, global_batch: int, lo: int, hi: int, num_examples: int):
@@ -319,10 +354,14 @@ class DataPipeline:
             raise ConfigError(
                 f"batch_size={batch_size} exceeds the {self.num_train} training examples of {config.name!r}"
             )
+        self.presence = self._missing_modalities()
         self._cache: dict[str, dict[str, np.ndarray]] = {}
         for split in dict.fromkeys(splits):
             if self._should_cache(split):
                 self._cache[split] = self._preprocess_all(split)
+        train = config.train_split
+        if self.presence is not None and train in self._cache:
+            self._cache[train] = remove_absent(self._cache[train], self.presence)
 
     # -- in-memory cache ------------------------------------------------------------------
     def _should_cache(self, split: str) -> bool:
@@ -359,6 +398,37 @@ class DataPipeline:
         return collate([self.preprocess(source[i]) for i in range(len(source))])
 
     # -- set-up ---------------------------------------------------------------------------
+    def _missing_modalities(self) -> dict[str, np.ndarray] | None:
+        """`data.missing_fraction` > 0: the training split's `present/<m>` table (see
+        `missing_modality_table`) over `data.missing_modalities` (default: all); else None."""
+        fraction = self.config.get("missing_fraction", 0.0) or 0.0
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not 0 <= fraction <= 1
+        ):
+            raise ConfigError(f"data.missing_fraction={fraction!r}; valid: a number in [0, 1]")
+        if not fraction:
+            return None
+        candidates = tuple(self.config.get("missing_modalities", ()) or self.modalities)
+        unknown = [m for m in candidates if m not in self.modalities]
+        if unknown:
+            raise ConfigError(
+                f"data.missing_modalities names {unknown[0]!r}, which is not in "
+                f"data.modalities={self.modalities!r}"
+            )
+        if len(self.modalities) < 2:
+            raise ConfigError(
+                "data.missing_fraction > 0 needs at least two data.modalities: an example "
+                "without its only modality would be empty"
+            )
+        table = missing_modality_table(
+            self.num_train, candidates, float(fraction), int(self.config.get("missing_seed", 0))
+        )
+        for m in self.modalities:  # modalities never dropped are present everywhere
+            table.setdefault(f"present/{m}", np.ones(self.num_train, bool))
+        return table
+
     def _has_feature(self, path: str) -> bool:
         return catalog.find_feature(self.info.features, path) is not None
 
@@ -492,7 +562,13 @@ class DataPipeline:
             ds = indices.map(_CachedSlice(self._cache[split], lo, hi))
         else:
             load = _LoadSlice(
-                self.sources[split], self.preprocess, lo, hi, self.seed, self.num_train
+                self.sources[split],
+                self.preprocess,
+                lo,
+                hi,
+                self.seed,
+                self.num_train,
+                self.presence,
             )
             ds = indices.map_with_index(load)
         it = ds.to_iter_dataset(self._read_options()).__iter__()
