@@ -164,3 +164,30 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
     """A JSON-able plain dict of `config` (tuples become lists)."""
     return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """`get_config(variant)` of a config file named "path/to/config.py[:variant]".
+
+    The file's grandparent directory goes on sys.path, so configs that import
+    `configs.<other>` (as the repository's do) load from anywhere.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path_str, _, variant = spec.partition(":")
+    path = Path(path_str).resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file {path_str} does not exist")
+    root = str(path.parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    module_spec = importlib.util.spec_from_file_location(f"_crossjax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+        config = module.get_config(variant or None) if variant else module.get_config()
+    except Exception as e:  # noqa: BLE001 - whatever the user's config file raised
+        raise ConfigError(f"cannot load config {spec}: {type(e).__name__}: {e}") from None
+    return config

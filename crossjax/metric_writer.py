@@ -48,14 +48,9 @@ class MetricWriter:
         """Saves an (H, W, C) float image in [0, 1] as WORKDIR/images/<name>.png."""
         if not self.enabled:
             return None
-        image = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
-        if image.shape[-1] == 1:
-            image = image[..., 0]
-        path = self.workdir / "images" / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
+        path = save_png(self.workdir / "images" / f"{name}.png", image)
         if self._tb is not None:
-            hwc = image if image.ndim == 3 else image[..., None]
+            hwc = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
             self._tb.add_image(name, hwc, int(step), dataformats="HWC")
             self._tb.flush()
         return path
@@ -64,6 +59,17 @@ class MetricWriter:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Saves an (H, W, C) float image in [0, 1] (C = 1 or 3) as a PNG; returns the path."""
+    image = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
+    if image.shape[-1] == 1:
+        image = image[..., 0]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
+    return path
 
 
 def image_grid(rows: list[np.ndarray], pad: int = 1) -> np.ndarray:

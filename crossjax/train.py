@@ -545,10 +545,9 @@ def _warn_config_changes(saved: dict, current: dict) -> None:
         log.warning("Config differs from the checkpoint's in: %s", ", ".join(changed))
 
 
-def evaluate_checkpoint(
-    workdir: str, checkpoint: str | int = "latest"
-) -> tuple[int, dict[str, float]]:
-    """Restores `checkpoint` of the run in `workdir` and evaluates it on its eval split."""
+def restore_run(workdir: str, checkpoint: str | int = "latest") -> tuple[Experiment, int, Any]:
+    """The run in `workdir` rebuilt from its saved config: (experiment, step, params) of
+    `checkpoint` ("latest", "best" or a step), on this process's devices."""
     workdir_path = Path(workdir)
     if not (workdir_path / "checkpoints").exists():
         raise CrossjaxError(f"no checkpoints in {workdir}; train there first with scripts/train.py")
@@ -566,9 +565,17 @@ def evaluate_checkpoint(
         data = open_data(config, workdir_path)
         exp = Experiment(config, data, mesh)
         restored = ckpts.restore(exp.abstract_state(), checkpoint)
-        return restored.step, exp.evaluate(restored.state.params)
+        return exp, restored.step, restored.state.params
     finally:
         ckpts.close()
+
+
+def evaluate_checkpoint(
+    workdir: str, checkpoint: str | int = "latest"
+) -> tuple[int, dict[str, float]]:
+    """Restores `checkpoint` of the run in `workdir` and evaluates it on its eval split."""
+    exp, step, params = restore_run(workdir, checkpoint)
+    return step, exp.evaluate(params)
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

@@ -8,7 +8,8 @@ method (`crossjax.models.contrastive.TwoTower`) and a run with a vocabulary.
   `max_examples` eval pairs (`crossjax.metrics.retrieval`).
 - "zeroshot": classify images by the most similar class prompt, e.g. "a picture of a
   {}" filled with each class name, embedded by the text tower and averaged over templates.
-- "linear_probe": logistic regression on frozen `emb/image`. The evaluator only sees the
+- "linear_probe": logistic regression on frozen `emb/image` (or another output, e.g. a
+  VAE's `z_mean`). The evaluator only sees the
   eval split, so it fits on the first `fit_fraction` of it and scores on the rest (not the
   usual train-split protocol; with crossjax_digits, noisy draws of one source image can
   fall in both parts).
@@ -232,10 +233,12 @@ def linear_probe(
     fit_fraction: float = 0.5,
     C: float = 1.0,
     max_examples: int | None = None,
+    embedding: str = "emb/image",
     name: str = "linear_probe",
 ) -> dict[str, float]:
-    """Accuracy of a logistic regression (scikit-learn) on frozen, standardised `emb/image`,
-    fitted on the first `fit_fraction` of the (filtered) eval split and scored on the rest.
+    """Accuracy of a logistic regression (scikit-learn) on a frozen, standardised model
+    output (`embedding`: "emb/image", or "z_mean" for a VAE's latent), fitted on the first
+    `fit_fraction` of the (filtered) eval split and scored on the rest.
 
     Keys `<name>/accuracy`, `<name>/num_fit`, `<name>/num_scored`.
     """
@@ -247,7 +250,7 @@ def linear_probe(
         raise ConfigError(f"{name}: fit_fraction={fit_fraction}; valid: 0 < value < 1")
     values, labels = gather_labelled(
         ctx,
-        ("emb/image",),
+        (embedding,),
         label_key=label_key,
         index=index,
         filter_key=filter_key,
@@ -255,7 +258,7 @@ def linear_probe(
         max_examples=max_examples,
         evaluator=name,
     )
-    features = values["emb/image"]
+    features = values[embedding].reshape(len(labels), -1)
     split = int(round(fit_fraction * len(labels)))
     if split == 0 or split == len(labels) or len(np.unique(labels[:split])) < 2:
         raise ConfigError(f"{name}: too few examples or classes to fit ({len(labels)} kept)")
