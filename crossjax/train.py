@@ -355,7 +355,12 @@ class Experiment:
             b = dict(b)
             b.pop("valid")
             outputs = self._apply(p, b, train=False, rngs=_rngs(0, jnp.zeros((), jnp.int32))[0])
-            ctx = LossContext(step=jnp.zeros((), jnp.int32), rng=jax.random.key(0), mesh=self.mesh)
+            ctx = LossContext(
+                step=jnp.zeros((), jnp.int32),
+                rng=jax.random.key(0),
+                mesh=self.mesh,
+                apply_fn=lambda b2, *, train, rngs: self._apply(p, b2, train=train, rngs=rngs),
+            )
             return outputs, self.loss_fn(outputs, b, ctx)[1]
 
         outputs, metrics = jax.eval_shape(shapes, params, batch)

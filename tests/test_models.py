@@ -11,7 +11,7 @@ from absl.testing import parameterized
 
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
-from crossjax.models import MODELS, build_model
+from crossjax.models import MODELS, build_model, decoders
 from crossjax.models.encoders import (
     IMAGE_ENCODERS,
     AudioEncoder,
@@ -145,7 +145,7 @@ class EncoderTest(chex.TestCase):
 def test_image_encoder_registry():
     assert IMAGE_ENCODERS.get("mlp") is MLPImageEncoder
     assert IMAGE_ENCODERS.get("cnn") is CNNImageEncoder
-    with pytest.raises(ConfigError, match="cnn, mlp"):
+    with pytest.raises(ConfigError, match="valid: cnn, .*mlp"):
         IMAGE_ENCODERS.get("resnet")
 
 
@@ -199,6 +199,11 @@ def expected_shapes(config) -> dict:
     shape = {"image": SPEC.image_shape, "audio": SPEC.audio_shape}[modality]
     z = config.latent_dim
     out = {"z": (B, z), f"recon/{modality}": (B, *shape), f"recon_mean/{modality}": (B, *shape)}
+    if modality == "audio":  # audio models reconstruct the log spectrogram they read
+        spectrogram = decoders.spectrogram_shape(SPEC.audio_shape[0], 256, 128)
+        out.update(
+            {k: (B, *spectrogram) for k in ("recon/audio", "recon_mean/audio", "target/audio")}
+        )
     if config.name == "vae":
         out.update({"z_mean": (B, z), "z_logvar": (B, z)})
     return out
@@ -322,7 +327,7 @@ def test_build_model_accepts_frozen_config_and_bfloat16():
         (
             ml_collections.ConfigDict({"name": "transformer"}),
             SPEC,
-            r"unknown model 'transformer'; valid: autoencoder, fusion_classifier, two_tower, vae",
+            r"unknown model 'transformer'; valid: autoencoder, .*fusion_classifier, .*vae",
         ),
         (
             fusion_config(modalities=("image", "audio")),
@@ -338,7 +343,7 @@ def test_build_model_accepts_frozen_config_and_bfloat16():
         (
             fusion_config(image_encoder="resnet"),
             SPEC,
-            r"unknown image encoder 'resnet'; valid: cnn, mlp",
+            r"unknown image encoder 'resnet'; valid: cnn, .*mlp",
         ),
         (fusion_config(fusion="attention"), SPEC, r"unknown fusion 'attention'; valid: concat"),
         (
@@ -365,7 +370,7 @@ def test_build_model_accepts_frozen_config_and_bfloat16():
         (
             ml_collections.ConfigDict({"name": "autoencoder", "latent": 3}),
             SPEC,
-            r"no field 'latent'; valid: dtype, hidden, latent_dim, likelihood, modality",
+            r"no field 'latent'; valid: decoder, decoder_hidden, dtype, hidden, latent_dim, likelihood, modality",
         ),
         (ml_collections.ConfigDict({"hidden": 3}), SPEC, r"needs a string 'name'"),
     ],

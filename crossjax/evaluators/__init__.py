@@ -80,5 +80,10 @@ def parse_evaluators(spec) -> list[tuple[str, Callable[..., dict[str, float]], d
 
 
 # Imported last so the built-in evaluators register themselves.
-from crossjax.evaluators import contrastive, crossmodal, pictures, robustness  # noqa: E402,F401
-from crossjax.evaluators import captioning  # noqa: E402,F401  (registers captioning)
+from crossjax.evaluators import (  # noqa: E402,F401
+    contrastive,
+    crossmodal,
+    generative,
+    pictures,
+    robustness,
+)
