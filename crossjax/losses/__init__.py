@@ -230,3 +230,4 @@ __all__ = [
     "generative",
 ]
 from crossjax.losses import contrastive  # noqa: E402,F401  (registers clip, siglip)
+from crossjax.losses import multimodal  # noqa: E402,F401  (registers mvae, mmvae, mopoe)

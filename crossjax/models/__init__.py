@@ -113,3 +113,4 @@ __all__ = [
     "vae",
 ]
 from crossjax.models import contrastive, transformer  # noqa: E402,F401  (registers two_tower, vit)
+from crossjax.models import multimodal_vae  # noqa: E402,F401  (registers multimodal_vae)
