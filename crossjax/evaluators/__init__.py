@@ -81,6 +81,7 @@ def parse_evaluators(spec) -> list[tuple[str, Callable[..., dict[str, float]], d
 
 # Imported last so the built-in evaluators register themselves.
 from crossjax.evaluators import (  # noqa: E402,F401
+    captioning,
     contrastive,
     crossmodal,
     generative,

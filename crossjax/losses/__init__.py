@@ -229,5 +229,5 @@ __all__ = [
     "classification",
     "generative",
 ]
-from crossjax.losses import contrastive  # noqa: E402,F401  (registers clip, siglip)
-from crossjax.losses import multimodal  # noqa: E402,F401  (registers mvae, mmvae, mopoe)
+# Registers clip, siglip; mvae, mmvae, mopoe; token_cross_entropy.
+from crossjax.losses import contrastive, multimodal, sequence  # noqa: E402,F401

@@ -112,5 +112,5 @@ __all__ = [
     "to_plain_dict",
     "vae",
 ]
-from crossjax.models import contrastive, transformer  # noqa: E402,F401  (registers two_tower, vit)
-from crossjax.models import multimodal_vae  # noqa: E402,F401  (registers multimodal_vae)
+# Registers two_tower, vit; multimodal_vae; captioner, seq_autoencoder, lstm, gru.
+from crossjax.models import contrastive, multimodal_vae, rnn, transformer  # noqa: E402,F401

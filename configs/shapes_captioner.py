@@ -1,0 +1,73 @@
+"""python scripts/train.py --config configs/shapes_captioner.py --workdir runs/shapes_captioner
+
+Image captioning on `crossjax_shapes`: Show and Tell with soft attention (Show, Attend
+and Tell). A small CNN turns the image into an 8x8 grid of cells (features + the cell's
+coordinates); an LSTM starts from the grid's mean, attends over the cells at every step
+and writes the caption word by word, trained with teacher forcing (`token_cross_entropy`).
+The "captioning" evaluator decodes the 2,000 test scenes greedily and with beam search
+(4 beams) and reports BLEU-4, CIDEr-D and `caption_attribute_accuracy`: the fraction of
+scenes whose parsed caption gets every colour, shape, size and the relation right.
+Tiny variant for tests: `--config configs/shapes_captioner.py:tiny`.
+
+Why this model (2-core CPU; caption_attribute_accuracy with beam search): single-object
+scenes are easy (0.999 for every variant); two-object scenes need each colour bound to
+its shape and which object is left / upper. Plain Show and Tell with the globally pooled
+"cnn" encoder reached 0.38 after 1,500 steps of batch 128 (the relation at chance); a
+flattened conv map instead of the pool 0.57-0.69; attention over the grid with learned
+position embeddings 0.71-0.73 (it swapped the two objects in 43% of two-object scenes);
+adding the cell coordinates to the attended features 0.86 after 3,000 steps of batch 64
+and 0.95 after 4,500. Halving the LSTM (hidden 128) cost accuracy (0.82 after 4,000).
+"""
+
+import ml_collections
+
+from configs.digits_fusion import shrink_to_tiny
+from crossjax.config import base_config
+
+SCENE_FEATURES = ("color", "shape", "size", "relation", "num_objects")
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    config = base_config()
+    # Batch 64 for more updates in the same time: binding colours to shapes in two-object
+    # scenes keeps improving with the number of steps.
+    config.num_train_steps = 4500
+    config.batch_size = 64
+    config.log_every = 100
+    config.checkpoint_every = 1500
+    config.data.name = "crossjax_shapes"
+    config.data.modalities = ("image", "text")
+    config.data.max_text_len = 16
+    config.data.extra_features = SCENE_FEATURES  # ground truth for the attribute accuracy
+    config.model = ml_collections.ConfigDict(
+        {
+            "name": "captioner",
+            "image_encoder": "cnn",
+            "encoder_kwargs": {"channels": (32, 64, 128)},
+            "features": 128,
+            "attention": True,
+            "attention_dim": 64,
+            "embed_dim": 64,
+            "hidden": 256,
+            "cell": "lstm",
+            "condition_inputs": True,
+            "dtype": "float32",
+        }
+    )
+    config.losses = (("token_cross_entropy", 1.0),)
+    config.evaluators = (("captioning", {"beam_size": 4, "attribute_accuracy": True}),)
+    config.optimizer.learning_rate = 3e-3
+    config.optimizer.warmup_steps = 100
+    if variant == "tiny":
+        shrink_to_tiny(config)
+        config.model.encoder_kwargs.channels = (4, 8)
+        config.model.features = 16
+        config.model.attention_dim = 8
+        config.model.embed_dim = 8
+        config.model.hidden = 16
+        config.evaluators = (
+            ("captioning", {"beam_size": 2, "attribute_accuracy": True, "num_pictures": 4}),
+        )
+    elif variant:
+        raise ValueError(f"unknown config variant {variant!r}; valid: tiny")
+    return config
