@@ -36,7 +36,7 @@ def workdir_with_results(tmp_path):
     [
         (
             ["--config.model.name=nope"],
-            "error: unknown model 'nope'; valid: autoencoder, fusion_classifier",
+            "error: unknown model 'nope'; valid: autoencoder, captioner, fusion_classifier",
         ),
         (["--config.losses=(('nope', 1.0),)"], "error: unknown loss 'nope'; valid:"),
         (["--config.data.name=no_such_set"], "error: unknown dataset 'no_such_set'"),
