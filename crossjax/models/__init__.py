@@ -78,6 +78,34 @@ def positive_int(value: Any, field: str, model: str) -> int:
     return value
 
 
+# Encoder fields set by the model itself, never through `encoder_kwargs`.
+_MODEL_SET_FIELDS = frozenset({"features", "dtype", "parent", "name", "vocab_size"})
+
+
+def encoder_kwargs(cls: type, kwargs: Any, model: str, where: str = "") -> dict[str, Any]:
+    """`encoder_kwargs[.where]` checked against `cls`'s fields (lists become tuples).
+
+    ConfigError when it is not a dict or names a field `cls` lacks (or one the model
+    sets itself: features, dtype, vocab_size).
+    """
+    import inspect  # local: only factories need it
+
+    label = f"encoder_kwargs.{where}" if where else "encoder_kwargs"
+    kwargs = kwargs or {}
+    if not isinstance(kwargs, Mapping):
+        raise ConfigError(
+            f"model {model!r} has {label}={kwargs!r}; valid: a dict of {cls.__name__} fields"
+        )
+    settable = set(inspect.signature(cls).parameters) - _MODEL_SET_FIELDS
+    unknown = sorted(set(kwargs) - settable)
+    if unknown:
+        raise ConfigError(
+            f"model {model!r}: encoder {cls.__name__} has no field {unknown[0]!r} in "
+            f"{label}; valid: {', '.join(sorted(settable))}"
+        )
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
 def require_modalities(model: str, wanted: Iterable[str], spec: DataSpec) -> None:
     """ConfigError when the model asks for a modality that the dataset does not provide."""
     for modality in wanted:
@@ -102,6 +130,7 @@ from crossjax.models import encoders, fusion, vae  # noqa: E402
 __all__ = [
     "MODELS",
     "build_model",
+    "encoder_kwargs",
     "encoders",
     "fusion",
     "int_tuple",

@@ -9,7 +9,6 @@ logit scale t (stored as log t, used as min(exp(log t), 100)) and bias b of the 
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 from collections.abc import Mapping
@@ -22,7 +21,14 @@ import jax.numpy as jnp
 
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
-from crossjax.models import MODELS, parse_dtype, positive_int, read_fields, require_modalities
+from crossjax.models import (
+    MODELS,
+    encoder_kwargs,
+    parse_dtype,
+    positive_int,
+    read_fields,
+    require_modalities,
+)
 from crossjax.models.encoders import IMAGE_ENCODERS
 from crossjax.models.transformer import POOLS, TEXT_ENCODERS
 
@@ -102,27 +108,13 @@ _TOWERS = ("image", "text")
 
 def _tower_kwargs(cls: type[nn.Module], kwargs: Any, tower: str, model: str) -> dict[str, Any]:
     """`encoder_kwargs.<tower>` checked against the encoder's fields (lists -> tuples)."""
-    kwargs = kwargs or {}
-    if not isinstance(kwargs, dict):
-        raise ConfigError(
-            f"model {model!r} has encoder_kwargs.{tower}={kwargs!r}; valid: a dict of "
-            f"{cls.__name__} fields"
-        )
-    settable = set(inspect.signature(cls).parameters) - {
-        "features", "dtype", "parent", "name", "vocab_size",
-    }  # fmt: skip
-    unknown = sorted(set(kwargs) - settable)
-    if unknown:
-        raise ConfigError(
-            f"model {model!r}: {tower} encoder {cls.__name__} has no field {unknown[0]!r} "
-            f"in encoder_kwargs; valid: {', '.join(sorted(settable))}"
-        )
+    kwargs = encoder_kwargs(cls, kwargs, model, tower)
     if kwargs.get("pool", "mean") not in POOLS:
         raise ConfigError(
             f"model {model!r}: encoder_kwargs.{tower}.pool={kwargs['pool']!r}; "
             f"valid: {', '.join(POOLS)}"
         )
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    return kwargs
 
 
 def _real(value: Any, field: str, model: str) -> float:

@@ -25,6 +25,7 @@ from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
 from crossjax.models import (
     MODELS,
+    encoder_kwargs,
     int_tuple,
     parse_dtype,
     positive_int,
@@ -197,22 +198,7 @@ def _build_encoder(
     modality: str, fields: dict[str, Any], spec: DataSpec, dtype: Any, model: str
 ) -> nn.Module:
     cls = _encoder_class(modality, fields["image_encoder"], fields["raw_inputs"])
-    kwargs = fields["encoder_kwargs"].get(modality) or {}
-    if not isinstance(kwargs, dict):
-        raise ConfigError(
-            f"model {model!r} has encoder_kwargs.{modality}={kwargs!r}; valid: a dict of "
-            f"{cls.__name__} fields"
-        )
-    settable = set(inspect.signature(cls).parameters) - {"features", "dtype", "parent", "name"}
-    if modality == "text":
-        settable.discard("vocab_size")
-    unknown = sorted(set(kwargs) - settable)
-    if unknown:
-        raise ConfigError(
-            f"model {model!r}: {modality} encoder {cls.__name__} has no field {unknown[0]!r} "
-            f"in encoder_kwargs; valid: {', '.join(sorted(settable))}"
-        )
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    kwargs = encoder_kwargs(cls, fields["encoder_kwargs"].get(modality), model, modality)
     if modality == "text":
         if spec.vocab_size is None:
             raise ConfigError(f"model {model!r} encodes text but the DataSpec has no vocab_size")

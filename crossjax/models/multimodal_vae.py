@@ -18,7 +18,6 @@ outputs depends on its values. The objectives are in `crossjax.losses.multimodal
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -33,6 +32,7 @@ from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
 from crossjax.models import (
     MODELS,
+    encoder_kwargs,
     int_tuple,
     parse_dtype,
     positive_int,
@@ -400,17 +400,7 @@ def _encoder(
             f"model {model!r} has encoder_kwargs={all_kwargs!r}; valid: a dict keyed by "
             f"{', '.join(SUPPORTED_MODALITIES)}"
         )
-    kwargs = all_kwargs.get(modality) or {}
-    settable = set(inspect.signature(cls).parameters) - {
-        "features", "dtype", "parent", "name", "vocab_size",
-    }  # fmt: skip
-    unknown = sorted(set(kwargs) - settable) if isinstance(kwargs, dict) else ["?"]
-    if unknown:
-        raise ConfigError(
-            f"model {model!r}: encoder_kwargs.{modality}={kwargs!r}; valid fields of "
-            f"{cls.__name__}: {', '.join(sorted(settable))}"
-        )
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    kwargs = encoder_kwargs(cls, all_kwargs.get(modality), model, modality)
     if modality == "text":
         if spec.vocab_size is None:
             raise ConfigError(f"model {model!r} encodes text but the DataSpec has no vocab_size")

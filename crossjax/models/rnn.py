@@ -23,7 +23,6 @@ int32 (greedy for beam_size 1, else beam search; 0 from the end on) and
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +35,14 @@ import jax.numpy as jnp
 
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
-from crossjax.models import MODELS, parse_dtype, positive_int, read_fields, require_modalities
+from crossjax.models import (
+    MODELS,
+    encoder_kwargs,
+    parse_dtype,
+    positive_int,
+    read_fields,
+    require_modalities,
+)
 from crossjax.models.encoders import IMAGE_ENCODERS
 from crossjax.models.transformer import TEXT_ENCODERS
 
@@ -498,25 +504,6 @@ _SEQ_AE_DEFAULTS = {
 }
 
 
-def _encoder_kwargs(cls: type[nn.Module], kwargs: Any, model: str) -> dict[str, Any]:
-    """`encoder_kwargs` checked against the encoder's fields (lists become tuples)."""
-    kwargs = kwargs or {}
-    if not isinstance(kwargs, dict):
-        raise ConfigError(
-            f"model {model!r} has encoder_kwargs={kwargs!r}; valid: a dict of {cls.__name__} fields"
-        )
-    settable = set(inspect.signature(cls).parameters) - {
-        "features", "dtype", "parent", "name", "vocab_size",
-    }  # fmt: skip
-    unknown = sorted(set(kwargs) - settable)
-    if unknown:
-        raise ConfigError(
-            f"model {model!r}: encoder {cls.__name__} has no field {unknown[0]!r} in "
-            f"encoder_kwargs; valid: {', '.join(sorted(settable))}"
-        )
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-
-
 def _bool(value: Any, field: str, model: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"model {model!r} has {field}={value!r}; valid: true or false")
@@ -564,7 +551,7 @@ def captioner(config: Any, spec: DataSpec) -> Captioner:
             )
         image_cls = GridCNNImageEncoder
         attention_dim = positive_int(fields["attention_dim"], "attention_dim", model)
-    image_kwargs = _encoder_kwargs(image_cls, fields["encoder_kwargs"], model)
+    image_kwargs = encoder_kwargs(image_cls, fields["encoder_kwargs"], model)
     return Captioner(
         decoder=_decoder(fields, spec, dtype, model, attention_dim),
         max_len=spec.max_text_len,
@@ -585,7 +572,7 @@ def seq_autoencoder(config: Any, spec: DataSpec) -> SequenceAutoencoder:
     _check_text_spec(spec, model)
     dtype = parse_dtype(fields["dtype"], model)
     text_cls = TEXT_ENCODERS.get(fields["encoder"])
-    text_kwargs = _encoder_kwargs(text_cls, fields["encoder_kwargs"], model)
+    text_kwargs = encoder_kwargs(text_cls, fields["encoder_kwargs"], model)
     return SequenceAutoencoder(
         decoder=_decoder(fields, spec, dtype, model),
         max_len=spec.max_text_len,
