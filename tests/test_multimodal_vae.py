@@ -360,7 +360,10 @@ def test_dreg_gradient_matches_iwae_in_expectation(audio_present):
         ({"posterior": "poe", "num_samples": 3}, "num_samples=3 with posterior='poe'"),
         ({"posterior": "poe", "dreg": True}, "dreg=True; valid only with posterior 'moe'"),
         ({"likelihoods": {"text": "gaussian"}}, "likelihoods.text='gaussian'; valid: categorical"),
-        ({"encoder_kwargs": {"audio": {"chanels": (4,)}}}, "encoder AudioEncoder has no field .chanels."),
+        (
+            {"encoder_kwargs": {"audio": {"chanels": (4,)}}},
+            "encoder AudioEncoder has no field .chanels.",
+        ),
         ({"image_decoder": "upconv"}, "decoder kind 'upconv'"),
         ({"latent": 3}, "has no field 'latent'"),
     ],
