@@ -271,13 +271,15 @@ class Experiment:
 
         return jax.vmap(one, in_axes=(out_axes, 0))(outputs, batch)[1]
 
-    def _eval_step(self, params, batch, acc):
-        """Adds this batch's per-example loss metrics (valid rows only) to `acc`."""
+    def _eval_step(self, params, batch, acc, step):
+        """Adds this batch's per-example loss metrics (valid rows only) to `acc`. `step`
+        (the training step evaluated) reaches the losses, so step-dependent weights such
+        as a KL warm-up are those of the evaluated parameters."""
         valid = batch.pop("valid")
         outputs = self._predict(params, batch)
         rngs, loss_rng = _rngs(self.seed + 1, jnp.zeros((), jnp.int32))
         ctx = LossContext(
-            step=jnp.zeros((), jnp.int32),
+            step=step,
             rng=loss_rng,
             mesh=self.mesh,
             apply_fn=lambda b, *, train, rngs: self._apply(params, b, train=train, rngs=rngs),
@@ -324,7 +326,7 @@ class Experiment:
         for batch in self._eval_global_batches():
             if acc is None:
                 acc = self._empty_eval_acc(params, batch)
-            acc = self.eval_step(params, batch, acc)
+            acc = self.eval_step(params, batch, acc, jnp.asarray(step, jnp.int32))
         acc = jax.device_get(acc)
         count = max(float(acc["count"]), 1.0)
         metrics = {k: float(v) / count for k, v in acc["sum"].items()}
@@ -582,7 +584,7 @@ def evaluate_checkpoint(
 ) -> tuple[int, dict[str, float]]:
     """Restores `checkpoint` of the run in `workdir` and evaluates it on its eval split."""
     exp, step, params = restore_run(workdir, checkpoint)
-    return step, exp.evaluate(params)
+    return step, exp.evaluate(params, step=step)
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

@@ -138,3 +138,14 @@ def test_generator_checks_its_inputs(data):
         gen(batch, sources=("audio",), targets=("image",))
     out = gen(batch, sources=("text",), targets=("image",))
     assert out["image"].shape == (2, 8, 8, 1) and not out["image"].any()  # zeros: no image given
+
+
+def test_misspelt_evaluator_kwarg_is_a_config_error():
+    from crossjax.evaluators import parse_evaluators
+
+    ((name, _, kwargs),) = parse_evaluators([("coherence", {"pairs": ("text_to_image",)})])
+    assert name == "coherence" and kwargs == {"pairs": ("text_to_image",)}
+    with pytest.raises(
+        ConfigError, match="evaluator 'coherence' has no keyword argument 'pair'; valid: pairs"
+    ):
+        parse_evaluators([("coherence", {"pair": ("text_to_image",)})])

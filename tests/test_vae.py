@@ -359,8 +359,12 @@ def test_iwae_loss_trains_and_needs_apply_fn():
 def test_digits_vae_iwae_tiny_trains_and_reports_iwae_nll(tmp_path):
     config = digits_vae_iwae.get_config("tiny")
     config.evaluators = (("iwae_nll", {"num_samples": 8, "chunk_size": 4}),)
+    ((name, weight, kwargs),) = config.losses
+    config.losses = ((name, weight, {**kwargs, "warmup_steps": 4}),)  # done by step 8
     metrics = train_lib.train_and_evaluate(config, str(tmp_path))
     assert np.isfinite(metrics["iwae_nll"]) and np.isfinite(metrics["neg_elbo"])
     assert metrics["iwae_nll"] < metrics["neg_elbo"]
+    # Evaluated at the trained step, past the warm-up: the loss holds the full KL term.
+    assert metrics["loss"] == pytest.approx(metrics["neg_elbo"], rel=1e-5)
     evaluators = dict(digits_vae_iwae.get_config().evaluators)
     assert evaluators["iwae_nll"]["num_samples"] == 64

@@ -11,6 +11,7 @@ the evaluator's name (e.g. "retrieval/i2t_r1"). Evaluators may write pictures th
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,28 @@ def parse_evaluators(spec) -> list[tuple[str, Callable[..., dict[str, float]], d
             raise ConfigError(
                 f"config.evaluators entry {entry!r} must be 'name' or ('name', {{kwargs}})"
             )
-        out.append((name, EVALUATORS.get(name), kwargs))
+        fn = EVALUATORS.get(name)
+        _check_kwargs(name, fn, kwargs)
+        out.append((name, fn, kwargs))
     return out
+
+
+def _check_kwargs(name: str, fn: Callable[..., Any], kwargs: dict) -> None:
+    """ConfigError naming a keyword argument that `fn(ctx, **kwargs)` does not take."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())[1:]  # after ctx
+    except (TypeError, ValueError):
+        return  # no signature to check against: let the call complain
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    valid = [p.name for p in parameters if p.kind in kinds]
+    for key in kwargs:
+        if key not in valid:
+            raise ConfigError(
+                f"evaluator {name!r} has no keyword argument {key!r}; "
+                f"valid: {', '.join(valid) or 'none'}"
+            )
 
 
 # Imported last so the built-in evaluators register themselves.
