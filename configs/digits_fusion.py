@@ -43,8 +43,10 @@ def classifier_config(
     config.optimizer.learning_rate = 2e-3
     if variant == "tiny":
         shrink_to_tiny(config)
+    elif variant == "clean":  # clean images and informative text (crossjax_digits/clean)
+        config.data.name = "crossjax_digits/clean"
     elif variant:
-        raise ValueError(f"unknown config variant {variant!r}; valid: tiny")
+        raise ValueError(f"unknown config variant {variant!r}; valid: tiny, clean")
     return config
 
 

@@ -3,7 +3,9 @@
 MVAE (product of experts, Wu & Goodman 2018) of image + text + audio of
 `crossjax_digits` with one shared latent. Variants: `:missing` trains with one random
 modality removed from half of the training examples (`data.missing_fraction = 0.5`),
-`:tiny` runs a few steps on the tiny dataset, `:tiny_missing` both.
+`:tiny` runs a few steps on the tiny dataset, `:tiny_missing` both; `:clean` and
+`:clean_missing` train on `crossjax_digits/clean` (undegraded images, descriptions that
+always name the digit), judged by an image classifier trained on that variant.
 `multimodal_vae_config` holds what the MVAE, MMVAE and MoPoE configs share.
 """
 
@@ -15,7 +17,7 @@ from configs.digits_fusion import shrink_to_tiny
 from crossjax.config import base_config
 
 MODALITIES = ("image", "text", "audio")
-VARIANTS = ("tiny", "missing", "tiny_missing")
+VARIANTS = ("tiny", "missing", "tiny_missing", "clean", "clean_missing")
 # The digit is worth little in each likelihood (0.9 nats of the image's Bernoulli NLL,
 # about 2 of the text's), so at beta = 1 the latent collapses to a few nats that do
 # not identify it; at 0.2 it encodes ~15 nats and the digit.
@@ -32,9 +34,10 @@ WEIGHTS = {"image": 1.0, "text": 1.0, "audio": 0.005}
 PAIRS = ("text_to_image", "audio_to_image", "image_to_image", "text+audio_to_image")
 
 
-def generation_evaluators(dataset: str, modalities: tuple[str, ...], tiny: bool) -> tuple:
+def generation_evaluators(dataset: str, modalities: tuple[str, ...], judge: str) -> tuple:
     """Reconstruction and cross-modal pictures, a linear probe of the latent, and (digits
-    with images) coherence judged by the image classifier."""
+    with images) coherence judged by the image classifier (`judge`: its configs/digits_image.py
+    variant, "" for the default)."""
     others = [m for m in modalities if m != "image"]
     evaluators = [
         ("reconstruction_images", {"modality": "image"}),
@@ -43,8 +46,9 @@ def generation_evaluators(dataset: str, modalities: tuple[str, ...], tiny: bool)
     ]
     if dataset == "crossjax_digits":
         classifier = {
-            "workdir": "runs/coherence/digits_image" + ("_tiny" if tiny else ""),
-            "config": str(Path(__file__).with_name("digits_image.py")) + (":tiny" if tiny else ""),
+            "workdir": "runs/coherence/digits_image" + (f"_{judge}" if judge else ""),
+            "config": str(Path(__file__).with_name("digits_image.py"))
+            + (f":{judge}" if judge else ""),
         }
         pairs = tuple(p for p in PAIRS if set(p.split("_to_")[0].split("+")) <= set(modalities))
         evaluators.append(("coherence", {"pairs": pairs, "classifiers": {"image": classifier}}))
@@ -96,9 +100,11 @@ def multimodal_vae_config(
     )
     weights = {m: w for m, w in WEIGHTS.items() if m in modalities}
     config.losses = ((loss, 1.0, {"weights": weights, **loss_kwargs}),)
-    config.evaluators = generation_evaluators(
-        dataset, modalities, bool(variant and "tiny" in variant)
-    )
+    judge = next((v for v in ("tiny", "clean") if variant and v in variant), "")
+    if judge == "clean":  # clean images and always-informative text
+        config.data.name = f"{dataset}/clean"
+    config.evaluators = generation_evaluators(dataset, modalities, judge)
+
     config.optimizer.learning_rate = 2e-3
     if variant not in (None, *VARIANTS):
         raise ValueError(f"unknown config variant {variant!r}; valid: {', '.join(VARIANTS)}")

@@ -135,6 +135,20 @@ def test_degrade_digit_image_is_seeded_noisy_and_bounded():
     assert not np.allclose(a[..., 0], images[0])
 
 
+def test_clean_views_keep_the_source_image_and_name_the_digit():
+    from crossjax.data.digits import CrossjaxDigits, make_digit_example
+
+    images, labels = load_source_digits()
+    for i in range(20):
+        ex = make_digit_example(np.random.default_rng(i), images[i], int(labels[i]), i, True)
+        np.testing.assert_array_equal(ex["image"][..., 0], images[i])
+        words = ex["text"].split()
+        assert digit_text.NUMBER_WORDS[labels[i]] in words or str(labels[i]) in words
+        assert ex["audio"].shape == (dtmf.AUDIO_SAMPLES,)
+    clean = {c.name: c for c in CrossjaxDigits.BUILDER_CONFIGS}["clean"]
+    assert clean.clean_views and clean.train_draws == 8
+
+
 def test_clean_dtmf_has_peaks_at_the_digit_frequencies():
     freqs = np.fft.rfftfreq(AUDIO_SAMPLES, 1 / SAMPLE_RATE)
     for label in range(10):

@@ -429,5 +429,9 @@ def test_config_variants():
         assert names[:3] == ["reconstruction_images", "crossmodal_images", "linear_probe"]
         assert base_config().keys() <= default.keys()
     assert _load_config("digits_mvae", "missing").data.missing_fraction == 0.5
+    clean = _load_config("digits_mopoe", "clean_missing")
+    judge = dict(clean.evaluators)["coherence"]["classifiers"]["image"]
+    assert clean.data.name == "crossjax_digits/clean" and clean.data.missing_fraction == 0.5
+    assert judge["config"].endswith("digits_image.py:clean") and judge["workdir"].endswith("_clean")
     with pytest.raises(ValueError, match="unknown config variant"):
         _load_config("digits_mopoe", "huge")
