@@ -193,3 +193,22 @@ def test_missing_fraction_errors(tmp_path):
     config.missing_modalities = ("depth",)
     with pytest.raises(ConfigError, match="depth"):
         DataPipeline(config, batch_size=16, seed=0, vocab_path=tmp_path / "v.json")
+
+
+def test_remove_absent_zeroes_every_view_of_an_absent_modality():
+    from crossjax.data.pipeline import remove_absent
+
+    ones = {
+        "text": np.ones((2, 3), np.int32),
+        "text_mask": np.ones((2, 3), bool),
+        "captions": np.ones((2, 2, 3), np.int32),
+        "captions_mask": np.ones((2, 2, 3), bool),
+        "image": np.ones((2, 4, 4, 1), np.float32),
+    }
+    out = remove_absent(
+        ones, {"present/text": np.array([True, False]), "present/image": np.array([False, True])}
+    )
+    for key in ("text", "text_mask", "captions", "captions_mask"):
+        assert out[key][0].all() and not out[key][1].any()
+    assert not out["image"][0].any() and out["image"][1].all()
+    assert out["present/text"].tolist() == [True, False]

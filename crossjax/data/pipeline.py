@@ -261,12 +261,13 @@ def missing_modality_table(
 
 def remove_absent(batch: dict[str, np.ndarray], presence: dict[str, np.ndarray]) -> dict:
     """`batch` plus the `present/<m>` (B,) entries of `presence`, with each absent
-    modality's values zeroed (text: padding ids and an all-False mask), so nothing of an
-    absent modality reaches a model."""
+    modality's values zeroed (text: padding ids and an all-False mask, `captions` too),
+    so nothing of an absent modality reaches a model."""
     out = {**batch, **presence}
     for key, present in presence.items():
         m = key.removeprefix("present/")
-        for k in (m, f"{m}_mask"):
+        extra = ("captions", "captions_mask") if m == "text" else ()
+        for k in (m, f"{m}_mask", *extra):
             if k in out:
                 keep = present.reshape(-1, *([1] * (out[k].ndim - 1)))
                 out[k] = np.where(keep, out[k], np.zeros((), out[k].dtype))
