@@ -413,8 +413,11 @@ def train_and_evaluate(
     workdir_path = Path(workdir)
     try:
         workdir_path.mkdir(parents=True, exist_ok=True)
-        (workdir_path / ".write_test").touch()
-        (workdir_path / ".write_test").unlink()
+        # One probe file per process: processes sharing the workdir must not remove each
+        # other's (that race made a multi-host run fail at start-up).
+        probe = workdir_path / f".write_test.{jax.process_index()}"
+        probe.touch()
+        probe.unlink(missing_ok=True)
     except OSError as e:
         raise CrossjaxError(
             f"cannot write workdir {workdir} ({e.strerror}); choose another --workdir"

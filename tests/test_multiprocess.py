@@ -49,7 +49,13 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
         )
         for i in range(2)
     ]
-    outputs = [p.communicate(timeout=400) for p in procs]
+    try:
+        outputs = [p.communicate(timeout=400) for p in procs]
+    except subprocess.TimeoutExpired:  # one process failing leaves the other waiting
+        for p in procs:
+            p.kill()
+        errors = [p.communicate()[1][-2000:] for p in procs]
+        raise AssertionError(f"the processes did not finish; stderr: {errors}") from None
     for p, (_out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
     first, second = (_last_json(out) for out, _ in outputs)
