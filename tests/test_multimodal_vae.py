@@ -395,6 +395,118 @@ def test_loss_errors():
         LOSSES.get("mopoe")(out, {}, ctx)
 
 
+# --- contrastive alignment ---------------------------------------------------------------
+
+
+def _alignment_reference(a: np.ndarray, b: np.ndarray, temperature: float) -> float:
+    """Symmetric InfoNCE with logits -||a_i - b_j||^2 / T, by loops."""
+    n = len(a)
+    logits = np.array([[-np.sum((a[i] - b[j]) ** 2) / temperature for j in range(n)]
+                       for i in range(n)])  # fmt: skip
+    rows = [logsumexp(logits[i]) - logits[i, i] for i in range(n)]
+    cols = [logsumexp(logits[:, i]) - logits[i, i] for i in range(n)]
+    return float(np.mean(0.5 * (np.asarray(rows) + np.asarray(cols))))
+
+
+def _alignment_outputs(seed: int, present: dict | None = None) -> dict:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for m in MODALITIES:
+        out[f"unimodal/{m}/mean"] = jnp.asarray(rng.normal(size=(BATCH, 3)), jnp.float32)
+        out[f"present/{m}"] = jnp.asarray(
+            present[m] if present else np.ones(BATCH), bool
+        )  # fmt: skip
+    return out
+
+
+def test_latent_alignment_matches_the_infonce_reference():
+    out = _alignment_outputs(0)
+    ctx = LossContext(step=jnp.asarray(0), rng=jax.random.key(0))
+    loss, metrics = LOSSES.get("latent_alignment")(out, {}, ctx, temperature=2.0)
+    expected = {}
+    for a, b in [("audio", "image"), ("audio", "text"), ("image", "text")]:
+        means = (np.asarray(out[f"unimodal/{m}/mean"]) for m in (a, b))
+        expected[f"align/{a}-{b}"] = _alignment_reference(*means, 2.0)
+        np.testing.assert_allclose(metrics[f"align/{a}-{b}"], expected[f"align/{a}-{b}"], 1e-5)
+    np.testing.assert_allclose(loss, np.mean(list(expected.values())), rtol=1e-5)
+    only, _ = LOSSES.get("latent_alignment")(out, {}, ctx, temperature=2.0, pairs=("text-audio",))
+    np.testing.assert_allclose(only, expected["align/audio-text"], rtol=1e-5)
+
+
+def test_latent_alignment_ignores_examples_missing_either_modality():
+    out = _alignment_outputs(1, PRESENT)
+    ctx = LossContext(step=jnp.asarray(0), rng=jax.random.key(0))
+
+    def loss(means):
+        changed = {**out, **{f"unimodal/{m}/mean": v for m, v in means.items()}}
+        return LOSSES.get("latent_alignment")(changed, {}, ctx, pairs=("image-audio",))[0]
+
+    means = {m: out[f"unimodal/{m}/mean"] for m in ("image", "audio")}
+    both = np.asarray(PRESENT["image"], bool) & np.asarray(PRESENT["audio"], bool)
+    expected = _alignment_reference(*(np.asarray(v)[both] for v in means.values()), 1.0)
+    np.testing.assert_allclose(loss(means), expected, rtol=1e-5)
+    grads = jax.grad(loss)(means)
+    for m, g in grads.items():
+        assert np.all(np.asarray(g)[~both] == 0) and np.any(np.asarray(g)[both] != 0), m
+    noisy = {m: jnp.where(both[:, None], v, 1e3) for m, v in means.items()}
+    np.testing.assert_allclose(loss(noisy), expected, rtol=1e-5)
+
+
+def test_latent_alignment_sharded_over_devices_equals_one_device():
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from crossjax.sharding import make_mesh
+
+    mesh = make_mesh()  # the trainer's mesh: every device on "data"
+    rng = np.random.default_rng(2)
+    out = {
+        f"unimodal/{m}/mean": jnp.asarray(rng.normal(size=(16, 3)), jnp.float32)
+        for m in ("image", "audio")
+    }
+    out.update(
+        {f"present/{m}": jnp.asarray(rng.uniform(size=16) < 0.7) for m in ("image", "audio")}
+    )
+    ctx = LossContext(step=jnp.asarray(0), rng=jax.random.key(0))
+    fn = jax.jit(lambda o: LOSSES.get("latent_alignment")(o, {}, ctx)[0])
+    sharded = jax.device_put(out, NamedSharding(mesh, P("data")))
+    np.testing.assert_allclose(fn(sharded), fn(out), rtol=1e-6)
+
+
+@pytest.mark.parametrize("posterior", ["poe", "moe"])
+def test_unimodal_posterior_is_what_generation_decodes(posterior):
+    model, params = initialised(posterior)
+    batch = make_batch(present=False)
+    out = model.apply({"params": params}, batch)
+    for m in MODALITIES:
+        mean = out[f"unimodal/{m}/mean"]
+        if posterior == "poe":  # the expert times the N(0, I) prior expert
+            var = np.exp(np.asarray(out[f"expert/{m}/logvar"]))
+            expected = np.asarray(out[f"expert/{m}/mean"]) / (1.0 + var)
+            np.testing.assert_allclose(mean, expected, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(mean, out[f"expert/{m}/mean"])
+        target = "image" if m != "image" else "text"
+        generated = model.apply(
+            {"params": params}, batch, sources=(m,), targets=(target,), method=model.generate
+        )
+        decoded = model.apply({"params": params}, target, mean, method=model._decode)
+        np.testing.assert_allclose(generated[f"recon/{target}"], decoded, rtol=1e-5, atol=1e-6)
+
+
+def test_latent_alignment_errors():
+    out = _alignment_outputs(0)
+    ctx = LossContext(step=jnp.asarray(0), rng=jax.random.key(0))
+    align = LOSSES.get("latent_alignment")
+    with pytest.raises(ConfigError, match="temperature=0"):
+        align(out, {}, ctx, temperature=0)
+    for pairs in ("audio-audio", ("image-video",), "image", ()):
+        with pytest.raises(ConfigError, match="pairs="):
+            align(out, {}, ctx, pairs=pairs)
+    with pytest.raises(ConfigError, match="needs a multimodal_vae model"):
+        align({"emb/image": out["unimodal/image/mean"]}, {}, ctx)
+
+
 @pytest.mark.parametrize("name", ["digits_mvae", "digits_mmvae"])  # mopoe: same model as mvae
 def test_tiny_configs_train_with_missing_modalities(name, tmp_path, classifier_dir):
     config = _load_config(name, "tiny_missing")
@@ -433,5 +545,11 @@ def test_config_variants():
     judge = dict(clean.evaluators)["coherence"]["classifiers"]["image"]
     assert clean.data.name == "crossjax_digits/clean" and clean.data.missing_fraction == 0.5
     assert judge["config"].endswith("digits_image.py:clean") and judge["workdir"].endswith("_clean")
-    with pytest.raises(ValueError, match="unknown config variant"):
-        _load_config("digits_mopoe", "huge")
+    assert _load_config("digits_mvae", "missing_clean").data.name == "crossjax_digits/clean"
+    # MVAE gets the contrastive term unless `noalign`; the other models do not have it.
+    assert [t[0] for t in _load_config("digits_mvae", None).losses] == ["mvae", "latent_alignment"]
+    assert [t[0] for t in _load_config("digits_mvae", "clean_noalign").losses] == ["mvae"]
+    for name, variant in [("digits_mopoe", "huge"), ("digits_mopoe", "noalign"),
+                          ("digits_mvae", "clean_"), ("digits_mmvae", "tiny_huge")]:  # fmt: skip
+        with pytest.raises(ValueError, match="unknown config variant"):
+            _load_config(name, variant)

@@ -11,6 +11,11 @@
 - "mopoe" (Sutter et al. 2021): mixture over the subsets of the present modalities,
   each subset's PoE sample reconstructing every present modality, plus its KL.
 
+- "latent_alignment" (an extra term for any of the three, in the spirit of the
+  contrastive multimodal VAEs of Shi et al. 2021, "Relating by Contrasting"): InfoNCE
+  between the unimodal posteriors of each pair of modalities, so that each modality
+  alone lands where the others put the same example.
+
 Missing modalities (`present/<m>` False) are excluded from every term. Keyword
 arguments shared by all three: `likelihoods` (per modality, default
 `decoders.DEFAULT_LIKELIHOOD`; must match the model's), `scales` (per modality, the
@@ -32,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from crossjax.errors import ConfigError
-from crossjax.losses import LOSSES, LossContext, Metrics, require_output
+from crossjax.losses import LOSSES, LossContext, Metrics, batch_level, require_output
 from crossjax.losses.generative import check_likelihood, gaussian_kl, nll
 from crossjax.models.decoders import DEFAULT_LIKELIHOOD
 from crossjax.models.multimodal_vae import (
@@ -303,3 +308,66 @@ def mmvae(
     metrics["neg_elbo"] = -jnp.mean(over_samples(terms["log_w_unit"]))
     metrics["neg_iwae"] = -jnp.mean(iwae(terms["log_w_unit"]))
     return loss, metrics
+
+
+def _masked_info_nce(logits: jax.Array, valid: jax.Array) -> jax.Array:
+    """Symmetric InfoNCE of (B, B) logits (row i matches column i) over the examples
+    where `valid` (B,) holds: the others are neither anchors nor negatives."""
+    masked = jnp.where(valid[None, :] & valid[:, None], logits, -jnp.inf)
+    diagonal = jnp.diagonal(logits)
+    rows = jax.nn.logsumexp(masked, axis=1) - diagonal
+    cols = jax.nn.logsumexp(masked, axis=0) - diagonal
+    per_example = jnp.where(valid, 0.5 * (rows + cols), 0.0)
+    return jnp.sum(per_example) / jnp.maximum(jnp.sum(valid), 1)
+
+
+@LOSSES.register("latent_alignment")
+@batch_level
+def latent_alignment(
+    outputs: Mapping[str, jax.Array],
+    batch: Mapping[str, jax.Array],
+    ctx: LossContext,
+    *,
+    temperature: float = 1.0,
+    pairs: Any = None,
+) -> tuple[jax.Array, Metrics]:
+    """Contrastive alignment of the unimodal posteriors `unimodal/<m>/mean` (B, Z).
+
+    For each pair (a, b): symmetric InfoNCE whose logit for examples (i, j) is
+    -||mean_a(i) - mean_b(j)||^2 / `temperature`, over the examples with both present.
+    It pulls the z that modality a alone gives an example onto the z that b gives it,
+    and away from the z of the other examples, so decoding any modality from a (cross-
+    modal generation) sees the latents the decoders learnt from b. `pairs`: e.g.
+    ("audio-image", "audio-text"); None: every pair of the model's modalities.
+    Metrics: `align/<a>-<b>` per pair; the loss is their mean.
+    """
+    del batch, ctx
+    modalities = _modalities(outputs, "latent_alignment")
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ConfigError(
+            f"loss 'latent_alignment' has temperature={temperature!r}; valid: a number > 0"
+        )
+    if pairs is None:
+        chosen = [(a, b) for i, a in enumerate(modalities) for b in modalities[i + 1 :]]
+    else:
+        names = (pairs,) if isinstance(pairs, str) else tuple(pairs)
+        chosen = [tuple(str(p).split("-")) for p in names]
+        if not chosen or any(
+            len(p) != 2 or p[0] == p[1] or not set(p) <= set(modalities) for p in chosen
+        ):
+            raise ConfigError(
+                f"loss 'latent_alignment' has pairs={pairs!r}; valid: names 'a-b' of two "
+                f"different modalities among {', '.join(modalities)}"
+            )
+    if not chosen:
+        raise ConfigError("loss 'latent_alignment' needs a model of at least two modalities")
+    metrics = {}
+    for a, b in chosen:
+        mean_a = require_output(outputs, f"unimodal/{a}/mean", "latent_alignment")
+        mean_b = require_output(outputs, f"unimodal/{b}/mean", "latent_alignment")
+        distance = jnp.sum(jnp.square(mean_a[:, None, :] - mean_b[None, :, :]), axis=-1)
+        valid = require_output(outputs, f"present/{a}", "latent_alignment").astype(
+            bool
+        ) & require_output(outputs, f"present/{b}", "latent_alignment").astype(bool)
+        metrics[f"align/{a}-{b}"] = _masked_info_nce(-distance / temperature, valid)
+    return sum(metrics.values()) / len(metrics), metrics

@@ -161,6 +161,9 @@ class MultimodalVAE(nn.Module):
     given, else z is the posterior mean. Outputs, all with leading dim B (float32):
 
     - `present/<m>` (B,) bool; `expert/<m>/mean`, `expert/<m>/logvar` (B, Z).
+    - `unimodal/<m>/mean` (B, Z): the mean of the posterior given m alone, the z that
+      `generate(sources=[m])` decodes (for "poe"/"mopoe" the expert times the prior
+      expert, for "moe" the expert itself).
     - `z_mean`, `z_logvar`, `z` (B, Z): the joint posterior of the present modalities,
       the PoE for "poe" and "mopoe" (MoPoE's own component for the full set, which is
       what its paper conditions on) and the moment-matched mixture for "moe" (its `z` is
@@ -294,6 +297,14 @@ class MultimodalVAE(nn.Module):
             outputs[f"expert/{m}/mean"] = ex.mean[:, i]
             outputs[f"expert/{m}/logvar"] = ex.logvar[:, i]
             outputs[f"target/{m}"] = ex.targets[m]
+        if self.posterior == "moe":
+            unimodal = ex.mean
+        else:
+            unimodal = product_of_experts(
+                ex.mean[..., None, :], ex.logvar[..., None, :], prior_expert=self.prior_expert
+            )[0]
+        for i, m in enumerate(self.modalities):
+            outputs[f"unimodal/{m}/mean"] = unimodal[:, i]
         z_mean, z_logvar = self._joint(ex)
         if self.posterior == "moe":
             outputs.update(self._expert_samples(ex, sampling))
