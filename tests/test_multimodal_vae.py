@@ -16,10 +16,10 @@ from crossjax import train as train_lib
 from crossjax.config import base_config
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
+from crossjax.gaussian import gaussian_log_density
 from crossjax.losses import LOSSES, LossContext
 from crossjax.models import build_model
 from crossjax.models.multimodal_vae import (
-    gaussian_log_density,
     mixture_log_density,
     moment_matched_mixture,
     product_of_experts,
@@ -544,6 +544,11 @@ def test_config_variants():
     clean = _load_config("digits_mopoe", "clean_missing")
     judge = dict(clean.evaluators)["coherence"]["classifiers"]["image"]
     assert clean.data.name == "crossjax_digits/clean" and clean.data.missing_fraction == 0.5
+    assert clean.optimizer.weight_decay == 1.0
+    assert (
+        _load_config("digits_mopoe", None).optimizer.weight_decay
+        == base_config().optimizer.weight_decay
+    )
     assert judge["config"].endswith("digits_image.py:clean") and judge["workdir"].endswith("_clean")
     assert _load_config("digits_mvae", "missing_clean").data.name == "crossjax_digits/clean"
     # MVAE gets the contrastive term unless `noalign`; the other models do not have it.

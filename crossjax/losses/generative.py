@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from crossjax.errors import ConfigError
+from crossjax.gaussian import gaussian_log_density
 from crossjax.losses import LOSSES, LossContext, Metrics, require_output
 
 LIKELIHOODS = ("bernoulli", "gaussian", "laplace", "categorical")
@@ -225,13 +226,6 @@ def neg_elbo(
     if warmup_steps:
         metrics["kl_weight"] = weight
     return recon + weight * kl, metrics
-
-
-def gaussian_log_density(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
-    """log N(z; mean, diag(exp(logvar))) summed over the last axis: (..., Z) -> (...)."""
-    z, mean, logvar = (a.astype(jnp.float32) for a in (z, mean, logvar))
-    sq = jnp.square(z - mean) * jnp.exp(-logvar)
-    return -0.5 * jnp.sum(sq + logvar + math.log(2.0 * math.pi), axis=-1)
 
 
 def iwae_log_weights(

@@ -37,11 +37,11 @@ import jax
 import jax.numpy as jnp
 
 from crossjax.errors import ConfigError
+from crossjax.gaussian import gaussian_log_density
 from crossjax.losses import LOSSES, LossContext, Metrics, batch_level, require_output
 from crossjax.losses.generative import check_likelihood, gaussian_kl, nll
 from crossjax.models.decoders import DEFAULT_LIKELIHOOD
 from crossjax.models.multimodal_vae import (
-    gaussian_log_density,
     mixture_log_density,
     subset_membership,
 )

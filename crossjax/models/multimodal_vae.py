@@ -19,7 +19,6 @@ outputs depends on its values. The objectives are in `crossjax.losses.multimodal
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
+from crossjax.gaussian import gaussian_log_density
 from crossjax.models import (
     MODELS,
     encoder_kwargs,
@@ -45,15 +45,8 @@ from crossjax.models.fusion import SUPPORTED_MODALITIES, presence
 from crossjax.models.transformer import TEXT_ENCODERS
 
 POSTERIORS = ("poe", "moe", "mopoe")
-_LOG_2PI = math.log(2.0 * math.pi)
 
 # --- posterior math: pure functions, float32 -------------------------------------------
-
-
-def gaussian_log_density(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
-    """log N(z | mean, diag(exp(logvar))), summed over the last axis: (..., Z) -> (...)."""
-    z, mean, logvar = (jnp.asarray(a, jnp.float32) for a in (z, mean, logvar))
-    return -0.5 * jnp.sum(_LOG_2PI + logvar + jnp.square(z - mean) * jnp.exp(-logvar), axis=-1)
 
 
 def reparameterize(rng: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
