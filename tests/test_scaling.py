@@ -7,6 +7,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import digits_fusion
@@ -112,3 +113,22 @@ def test_checkpoint_saved_on_8_devices_restores_on_4_and_1(tmp_path):
         restored[n] = jax.device_get(state.params)
     chex.assert_trees_all_equal(restored[8], restored[4])
     chex.assert_trees_all_equal(restored[8], restored[1])
+
+
+def test_grad_norm_is_computed_at_logged_steps_only(data):
+    config = _config(log_every=2, num_train_steps=5)
+    exp = train_lib.Experiment(config, data, train_lib.make_mesh(config))
+    state, acc = exp.init(), exp.empty_train_metrics()
+    it = data.train_iterator()
+    for step in range(1, 6):
+        batch = sharding.to_global(next(it), exp.mesh)
+        grads = jax.grad(lambda p, b=batch, s=state.step: exp._loss(p, b, s)[0])(state.params)
+        expected = float(optax.tree.norm(grads))
+        before = float(acc["grad_norm"])
+        state, acc = exp.train_step(state, batch, acc)
+        # Logged: every log_every-th step and the last one; otherwise the value stays.
+        if step in (2, 4, 5):
+            assert float(acc["grad_norm"]) == pytest.approx(expected, rel=1e-5), step
+            assert expected > 0
+        else:
+            assert float(acc["grad_norm"]) == before, step
