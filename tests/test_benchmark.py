@@ -1,0 +1,50 @@
+"""The benchmark's figures on a tiny config: every JSON key the issue names, finite and
+consistent, and the trainer-overhead comparison."""
+
+import math
+
+import pytest
+
+from configs import digits_fusion
+from crossjax import benchmark as bench
+
+KEYS = (
+    "compile_s",
+    "step_ms_median",
+    "step_ms_p90",
+    "examples_per_s",
+    "flops_per_step",
+    "mfu",
+    "peak_flops",
+    "input_examples_per_s",
+    "input_bound",
+)
+
+
+@pytest.mark.parametrize("synthetic", [False, True])
+def test_benchmark_reports_every_figure(tmp_path, synthetic):
+    config = digits_fusion.get_config("tiny")
+    figures = bench.benchmark(config, str(tmp_path), steps=5, synthetic=synthetic)
+    assert set(KEYS) <= set(figures)
+    for key in KEYS[:-1]:
+        assert math.isfinite(figures[key]) and figures[key] > 0, key
+    assert figures["step_ms_p90"] >= figures["step_ms_median"]
+    assert figures["examples_per_s"] == pytest.approx(
+        config.batch_size * 1e3 / figures["step_ms_median"]
+    )
+    assert figures["mfu"] == pytest.approx(
+        figures["flops_per_step"] * 1e3 / figures["step_ms_median"] / figures["peak_flops"]
+    )
+    assert figures["synthetic"] is synthetic
+
+
+def test_trainer_overhead_compares_with_the_bare_loop_before_and_after(tmp_path):
+    config = digits_fusion.get_config("tiny")
+    config.num_train_steps, config.log_every = 12, 4
+    result = bench.trainer_overhead(config, tmp_path)
+    before, after = result["bare_loop_before_after"]
+    assert result["bare_loop_steps_per_s"] == pytest.approx((before + after) / 2)
+    assert result["ratio"] == pytest.approx(
+        result["trainer_steps_per_s"] / result["bare_loop_steps_per_s"]
+    )
+    assert result["trainer_steps_per_s"] > 0 and (tmp_path / "trainer" / "metrics.jsonl").exists()
