@@ -2,8 +2,8 @@
 
 MMVAE (mixture of experts, Shi et al. 2019) of image + text + audio of `crossjax_digits`,
 trained with the stratified DReG IWAE objective over K = 2 samples per expert. Variants:
-`:missing` (half of the training examples lack one random modality), `:tiny`,
-`:tiny_missing` (see configs/digits_mvae.py).
+any "_"-joined set of the flags `missing`, `clean`, `tiny` (see configs/digits_mvae.py),
+e.g. `:clean_missing`.
 """
 
 import ml_collections

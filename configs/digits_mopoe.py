@@ -2,8 +2,8 @@
 
 MoPoE (mixture of products of experts, Sutter et al. 2021) of image + text + audio of
 `crossjax_digits`: all 7 subsets' PoE posteriors, each reconstructing every modality.
-Variants: `:missing` (half of the training examples lack one random modality), `:tiny`,
-`:tiny_missing` (see configs/digits_mvae.py).
+Variants: any "_"-joined set of the flags `missing`, `clean`, `tiny` (see
+configs/digits_mvae.py), e.g. `:clean_missing`.
 """
 
 import ml_collections

@@ -11,8 +11,8 @@ A variant is a "_"-joined set of flags: `missing` removes one random modality fr
 half of the training examples (`data.missing_fraction = 0.5`), `tiny` runs a few steps
 on the tiny dataset, `clean` trains on `crossjax_digits/clean` (undegraded images,
 descriptions that always name the digit, weight decay 1.0), judged by an image
-classifier trained on that variant; e.g. `:clean_missing`, `:tiny_missing`. `multimodal_vae_config` holds
-what the MVAE, MMVAE and MoPoE configs share.
+classifier trained on that variant; e.g. `:clean_missing`, `:tiny_missing`.
+`multimodal_vae_config` holds what the MVAE, MMVAE and MoPoE configs share.
 """
 
 from pathlib import Path
@@ -85,6 +85,8 @@ def multimodal_vae_config(
     per-modality likelihood weights) on `dataset`; `model_fields` override the model's.
     `variant` joins FLAGS and `extra_flags` (left for the caller) with "_"."""
     flags = variant_flags(variant, extra_flags)
+    if "clean" in flags and dataset != "crossjax_digits":
+        raise ValueError(f"config variant {variant!r}: the clean flag is for crossjax_digits only")
     config = base_config()
     config.num_train_steps = 1500
     config.batch_size = 128

@@ -558,3 +558,5 @@ def test_config_variants():
                           ("digits_mvae", "clean_"), ("digits_mmvae", "tiny_huge")]:  # fmt: skip
         with pytest.raises(ValueError, match="unknown config variant"):
             _load_config(name, variant)
+    with pytest.raises(ValueError, match="clean flag is for crossjax_digits"):
+        _load_config("shapes_mvae", "clean")

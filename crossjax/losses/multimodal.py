@@ -361,13 +361,12 @@ def latent_alignment(
             )
     if not chosen:
         raise ConfigError("loss 'latent_alignment' needs a model of at least two modalities")
+    used = {m for pair in chosen for m in pair}
+    means = {m: require_output(outputs, f"unimodal/{m}/mean", "latent_alignment") for m in used}
+    present = {m: outputs[f"present/{m}"].astype(bool) for m in used}
     metrics = {}
     for a, b in chosen:
-        mean_a = require_output(outputs, f"unimodal/{a}/mean", "latent_alignment")
-        mean_b = require_output(outputs, f"unimodal/{b}/mean", "latent_alignment")
-        distance = jnp.sum(jnp.square(mean_a[:, None, :] - mean_b[None, :, :]), axis=-1)
-        valid = require_output(outputs, f"present/{a}", "latent_alignment").astype(
-            bool
-        ) & require_output(outputs, f"present/{b}", "latent_alignment").astype(bool)
+        distance = jnp.sum(jnp.square(means[a][:, None, :] - means[b][None, :, :]), axis=-1)
+        valid = present[a] & present[b]
         metrics[f"align/{a}-{b}"] = _masked_info_nce(-distance / temperature, valid)
     return sum(metrics.values()) / len(metrics), metrics
