@@ -246,7 +246,10 @@ class Experiment:
         step = state.step + 1
         logged = (step % self.config.log_every == 0) | (step == self.config.num_train_steps)
         grad_norm = jax.lax.cond(
-            logged, optax.tree.norm, lambda g: jnp.zeros((), jnp.float32), grads
+            logged,
+            lambda g: optax.tree.norm(g).astype(jnp.float32),
+            lambda g: jnp.zeros((), jnp.float32),
+            grads,
         )
         acc = {
             "sum": jax.tree.map(lambda a, m: a + m.astype(jnp.float32), acc["sum"], metrics),
@@ -256,7 +259,7 @@ class Experiment:
                 acc["first_nonfinite"],
                 jnp.minimum(acc["first_nonfinite"], step),
             ),
-            "grad_norm": jnp.where(logged, grad_norm.astype(jnp.float32), acc["grad_norm"]),
+            "grad_norm": jnp.where(logged, grad_norm, acc["grad_norm"]),
         }
         return TrainState(state.step + 1, params, opt_state), acc
 
