@@ -17,7 +17,7 @@ from crossjax.errors import ConfigError
 from crossjax.evaluators import EVALUATORS, EvalContext
 from crossjax.losses import LOSSES, LossContext, build_loss
 from crossjax.models import build_model
-from crossjax.models.rnn import beam_search, greedy_decode
+from crossjax.models.decoding import beam_search, greedy_decode
 from crossjax.models.transformer import TEXT_ENCODERS
 
 CTX = LossContext(step=jnp.int32(0), rng=jax.random.key(0))

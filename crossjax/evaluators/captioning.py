@@ -34,7 +34,7 @@ from crossjax.metrics.captioning import (
     cider_d,
     corpus_bleu,
 )
-from crossjax.models.rnn import DEFAULT_ALPHA, check_alpha, check_beam_size
+from crossjax.models.decoding import DEFAULT_ALPHA, check_alpha, check_beam_size
 from crossjax.sharding import to_host
 
 _GENERATE_CACHE: dict[tuple[int, int, float], tuple[Any, Any]] = {}

@@ -1,5 +1,5 @@
-"""Recurrent text models: LSTM/GRU text encoders, a conditioned RNN decoder, greedy and
-beam-search decoding, and two models built from them.
+"""Recurrent text models: LSTM/GRU text encoders, a conditioned RNN decoder, and two
+models built from them that decode greedily or by beam search (`crossjax.models.decoding`).
 
 - Text encoders "lstm" and "gru" (registered in `TEXT_ENCODERS`, so `two_tower` can use
   them): text (B, L) int32, text_mask (B, L) bool -> (B, features).
@@ -24,8 +24,7 @@ int32 (greedy for beam_size 1, else beam search; 0 from the end on) and
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import chex
@@ -43,21 +42,21 @@ from crossjax.models import (
     read_fields,
     require_modalities,
 )
+from crossjax.models.decoding import (
+    DEFAULT_ALPHA,
+    END_ID,
+    State,
+    StepFn,
+    beam_search,
+    check_alpha,
+    check_beam_size,
+    greedy_decode,
+    normalise,
+)
 from crossjax.models.encoders import IMAGE_ENCODERS
 from crossjax.models.transformer import TEXT_ENCODERS
 
 CELLS = ("lstm", "gru")
-END_ID = 0  # the padding id doubles as the end of a generated caption
-# Length normalisation score / length**alpha. Without it (0) beam search favours short
-# hypotheses, since every word lowers the log-probability; 1.0 (mean log-probability per
-# word) favours long ones. 0.6 is GNMT's compromise (Wu et al., 2016). On crossjax_shapes
-# (configs/shapes_captioner.py, 4 beams) the trained captioner ends captions confidently
-# and alpha 0 / 0.6 / 1.0 gave attribute accuracy 0.954 / 0.952 / 0.951 and BLEU-4
-# 0.233 / 0.226 / 0.225, so the choice matters little there.
-DEFAULT_ALPHA = 0.6
-
-State = Any  # a pytree whose leaves all have the batch as leading axis
-StepFn = Callable[[State, jax.Array, jax.Array], tuple[State, jax.Array]]
 
 
 def make_cell(cell: str, hidden: int, dtype: Any, name: str | None = None) -> nn.RNNCellBase:
@@ -270,123 +269,6 @@ class RNNDecoder(nn.Module):
         return {"carry": carry, "cond": state["cond"]}, log_probs
 
 
-# --- decoding (pure functions of a step function) -----------------------------------
-
-
-def _normalise(log_prob: jax.Array, length: jax.Array, alpha: float) -> jax.Array:
-    """score / length**alpha (length >= 1)."""
-    return log_prob / jnp.maximum(length, 1).astype(jnp.float32) ** alpha
-
-
-def greedy_decode(
-    step_fn: StepFn, state: State, *, max_len: int, alpha: float = DEFAULT_ALPHA
-) -> tuple[jax.Array, jax.Array]:
-    """The most likely word at every position until `END_ID`.
-
-    step_fn(state, prev_ids (N,), t) -> (state, log_probs (N, V)); `state` leaves have the
-    batch B as leading axis. Returns ids (B, max_len) int32 (0 from the end on) and the
-    normalised score (B,): the sum of the chosen log-probabilities (the end included)
-    / length**alpha, where length counts the words and the end.
-    """
-    batch = jax.tree.leaves(state)[0].shape[0]
-
-    def body(carry, t):
-        state, prev, log_prob, length, finished = carry
-        state, log_probs = step_fn(state, prev, t)
-        token = jnp.where(finished, END_ID, jnp.argmax(log_probs, axis=-1).astype(jnp.int32))
-        chosen = jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
-        log_prob = log_prob + jnp.where(finished, 0.0, chosen)
-        length = length + (~finished).astype(jnp.int32)
-        return (state, token, log_prob, length, finished | (token == END_ID)), token
-
-    init = (
-        state,
-        jnp.zeros((batch,), jnp.int32),
-        jnp.zeros((batch,), jnp.float32),
-        jnp.zeros((batch,), jnp.int32),
-        jnp.zeros((batch,), bool),
-    )
-    (_, _, log_prob, length, _), tokens = jax.lax.scan(body, init, jnp.arange(max_len))
-    return tokens.T, _normalise(log_prob, length, alpha)
-
-
-def beam_search(
-    step_fn: StepFn,
-    state: State,
-    *,
-    beam_size: int,
-    max_len: int,
-    alpha: float = DEFAULT_ALPHA,
-) -> tuple[jax.Array, jax.Array]:
-    """Beam search with `beam_size` beams per example, fixed shapes (a scan over positions).
-
-    At each position every live beam proposes every word, a finished beam (one that chose
-    `END_ID`) proposes only itself, unchanged (frozen); the `beam_size` candidates with
-    the best normalised score (log-prob / length**alpha) survive. With beam_size 1 this
-    is exactly `greedy_decode`. Returns the best beam's ids (B, max_len) int32 and its
-    normalised score (B,), as `greedy_decode`.
-    """
-    leaves = jax.tree.leaves(state)
-    batch, k = leaves[0].shape[0], beam_size
-    state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), state)  # (B * K, ...)
-    # Only beam 0 is live at first: the K copies would otherwise propose the same words.
-    log_prob = jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf), (batch, 1))
-
-    def body(carry, t):
-        state, prev, log_prob, length, finished, ids = carry
-        state, log_probs = step_fn(state, prev.reshape(-1), t)
-        vocab = log_probs.shape[-1]
-        log_probs = log_probs.reshape(batch, k, vocab)
-        stay = jnp.where(jnp.arange(vocab) == END_ID, 0.0, -jnp.inf)  # a frozen beam's move
-        scores = log_prob[..., None] + jnp.where(finished[..., None], stay, log_probs)
-        lengths = jnp.broadcast_to(jnp.where(finished, length, t + 1)[..., None], scores.shape)
-        flat_scores, flat_lengths = scores.reshape(batch, -1), lengths.reshape(batch, -1)
-        _, best = jax.lax.top_k(_normalise(flat_scores, flat_lengths, alpha), k)  # (B, K)
-        parent, token = best // vocab, (best % vocab).astype(jnp.int32)
-        pick = lambda x: jnp.take_along_axis(x, parent, axis=1)  # noqa: E731
-        ids = jnp.take_along_axis(ids, parent[..., None], axis=1)
-        ids = jax.lax.dynamic_update_index_in_dim(ids, token, t, axis=2)
-        rows = (jnp.arange(batch)[:, None] * k + parent).reshape(-1)
-        state = jax.tree.map(lambda x: x[rows], state)
-        carry = (
-            state,
-            token,
-            jnp.take_along_axis(flat_scores, best, axis=1),
-            jnp.take_along_axis(flat_lengths, best, axis=1),
-            pick(finished) | (token == END_ID),
-            ids,
-        )
-        return carry, None
-
-    init = (
-        state,
-        jnp.zeros((batch, k), jnp.int32),
-        log_prob,
-        jnp.zeros((batch, k), jnp.int32),
-        jnp.zeros((batch, k), bool),
-        jnp.zeros((batch, k, max_len), jnp.int32),
-    )
-    (_, _, log_prob, length, _, ids), _ = jax.lax.scan(body, init, jnp.arange(max_len))
-    normalised = _normalise(log_prob, length, alpha)
-    best = jnp.argmax(normalised, axis=1)
-    rows = jnp.arange(batch)
-    return ids[rows, best], normalised[rows, best]
-
-
-def check_beam_size(beam_size: Any) -> int:
-    """`beam_size` as an int >= 1, or a ConfigError."""
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-        raise ConfigError(f"beam_size={beam_size!r}; valid: an int >= 1 (1 is greedy)")
-    return beam_size
-
-
-def check_alpha(alpha: Any) -> float:
-    """The length-normalisation exponent as a finite float >= 0, or a ConfigError."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha < math.inf:
-        raise ConfigError(f"alpha={alpha!r}; valid: a number >= 0 (0: no length normalisation)")
-    return float(alpha)
-
-
 # --- models ----------------------------------------------------------------------------
 
 
@@ -450,7 +332,7 @@ class ConditionedTextGenerator(nn.Module):
         is_end = ids == END_ID
         counted = jnp.cumsum(is_end, axis=1) - is_end == 0  # up to and including the end
         chosen = jnp.take_along_axis(log_probs, ids[..., None], axis=-1)[..., 0]
-        return _normalise(
+        return normalise(
             jnp.sum(jnp.where(counted, chosen, 0.0), axis=1), jnp.sum(counted, axis=1), alpha
         )
 
