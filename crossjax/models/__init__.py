@@ -106,6 +106,13 @@ def encoder_kwargs(cls: type, kwargs: Any, model: str, where: str = "") -> dict[
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
+def text_vocab_size(spec: DataSpec, model: str) -> int:
+    """The vocabulary size a text encoder needs; ConfigError when the DataSpec has none."""
+    if spec.vocab_size is None:
+        raise ConfigError(f"model {model!r} encodes text but the DataSpec has no vocab_size")
+    return spec.vocab_size
+
+
 def require_modalities(model: str, wanted: Iterable[str], spec: DataSpec) -> None:
     """ConfigError when the model asks for a modality that the dataset does not provide."""
     for modality in wanted:

@@ -28,6 +28,7 @@ from crossjax.models import (
     positive_int,
     read_fields,
     require_modalities,
+    text_vocab_size,
 )
 from crossjax.models.encoders import IMAGE_ENCODERS
 from crossjax.models.transformer import POOLS, TEXT_ENCODERS
@@ -129,8 +130,7 @@ def two_tower(config: Any, spec: DataSpec) -> TwoTower:
     model = "two_tower"
     fields = read_fields(config, _DEFAULTS, model)
     require_modalities(model, _TOWERS, spec)
-    if spec.vocab_size is None:
-        raise ConfigError(f"model {model!r} encodes text but the DataSpec has no vocab_size")
+    vocab_size = text_vocab_size(spec, model)
     encoder_kwargs = fields["encoder_kwargs"] or {}
     if not isinstance(encoder_kwargs, dict):
         raise ConfigError(
@@ -151,7 +151,7 @@ def two_tower(config: Any, spec: DataSpec) -> TwoTower:
     return TwoTower(
         image_encoder=image_cls(features=embed_dim, dtype=dtype, **image_kwargs),
         text_encoder=text_cls(
-            vocab_size=spec.vocab_size, features=embed_dim, dtype=dtype, **text_kwargs
+            vocab_size=vocab_size, features=embed_dim, dtype=dtype, **text_kwargs
         ),
         init_temperature=_real(fields["init_temperature"], "init_temperature", model),
         init_bias=_real(fields["init_bias"], "init_bias", model),

@@ -31,6 +31,7 @@ from crossjax.models import (
     positive_int,
     read_fields,
     require_modalities,
+    text_vocab_size,
 )
 from crossjax.models.encoders import (
     IMAGE_ENCODERS,
@@ -200,9 +201,7 @@ def _build_encoder(
     cls = _encoder_class(modality, fields["image_encoder"], fields["raw_inputs"])
     kwargs = encoder_kwargs(cls, fields["encoder_kwargs"].get(modality), model, modality)
     if modality == "text":
-        if spec.vocab_size is None:
-            raise ConfigError(f"model {model!r} encodes text but the DataSpec has no vocab_size")
-        kwargs["vocab_size"] = spec.vocab_size
+        kwargs["vocab_size"] = text_vocab_size(spec, model)
     if modality == "audio" and spec.audio_shape is not None:
         frame_length = kwargs.get("frame_length", cls.frame_length)
         if spec.audio_shape[-1] < frame_length:

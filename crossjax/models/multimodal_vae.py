@@ -38,6 +38,7 @@ from crossjax.models import (
     positive_int,
     read_fields,
     require_modalities,
+    text_vocab_size,
 )
 from crossjax.models.decoders import DEFAULT_LIKELIHOOD, audio_target, build_decoder
 from crossjax.models.encoders import IMAGE_ENCODERS, AudioEncoder
@@ -406,9 +407,7 @@ def _encoder(
         )
     kwargs = encoder_kwargs(cls, all_kwargs.get(modality), model, modality)
     if modality == "text":
-        if spec.vocab_size is None:
-            raise ConfigError(f"model {model!r} encodes text but the DataSpec has no vocab_size")
-        kwargs["vocab_size"] = spec.vocab_size
+        kwargs["vocab_size"] = text_vocab_size(spec, model)
     features = positive_int(fields["features"], "features", model)
     return cls(features=features, dtype=dtype, **kwargs)
 
