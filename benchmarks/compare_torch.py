@@ -36,7 +36,8 @@ BATCH = 128
 SPEC = DataSpec(modalities=("image",), num_classes=10, image_shape=(28, 28, 1))
 
 
-def crossjax_config(model: str, conv_impl: str = "xla") -> ml_collections.ConfigDict:
+def crossjax_config(model: str, cnn_kwargs: dict | None = None) -> ml_collections.ConfigDict:
+    """`cnn_kwargs` override fields of the CNN encoder (e.g. conv_impl, batch_blocks)."""
     config = base_config()
     config.batch_size = BATCH
     config.num_devices = 1
@@ -61,7 +62,7 @@ def crossjax_config(model: str, conv_impl: str = "xla") -> ml_collections.Config
                 "name": "fusion_classifier",
                 "modalities": ("image",),
                 "image_encoder": "cnn",
-                "encoder_kwargs": {"image": {"channels": (32, 64), "conv_impl": conv_impl}},
+                "encoder_kwargs": {"image": {"channels": (32, 64), **(cnn_kwargs or {})}},
                 "features": 128,
                 "hidden": (),
             }
@@ -69,8 +70,10 @@ def crossjax_config(model: str, conv_impl: str = "xla") -> ml_collections.Config
     return config
 
 
-def crossjax_runner(model: str, images: np.ndarray, labels: np.ndarray, conv_impl: str = "xla"):
-    config = crossjax_config(model, conv_impl)
+def crossjax_runner(
+    model: str, images: np.ndarray, labels: np.ndarray, cnn_kwargs: dict | None = None
+):
+    config = crossjax_config(model, cnn_kwargs)
     exp = Experiment(config, types.SimpleNamespace(spec=SPEC, vocab=None), sharding.make_mesh(1))
     batch = sharding.to_global({"image": images, "label": labels}, exp.mesh)
     state = {"state": exp.init(), "acc": exp.empty_train_metrics()}
@@ -114,7 +117,7 @@ def steps_per_s(run, steps: int) -> float:
 
 
 def compare(
-    models=("vae", "cnn"), rounds: int = 5, seconds: float = 2.0, conv_impl: str = "xla"
+    models=("vae", "cnn"), rounds: int = 5, seconds: float = 2.0, cnn_kwargs: dict | None = None
 ) -> dict:
     rng = np.random.default_rng(0)
     images = rng.random((BATCH, 28, 28, 1), np.float32)
@@ -122,7 +125,7 @@ def compare(
     results = {}
     for model in models:
         runners = {
-            "crossjax": crossjax_runner(model, images, labels),
+            "crossjax": crossjax_runner(model, images, labels, cnn_kwargs),
             "torch": torch_runner(model, images, labels),
         }
         steps = {}
@@ -156,6 +159,12 @@ def main() -> None:
         choices=["xla", "patches"],
         help="crossjax's CNN convolutions",
     )
+    parser.add_argument(
+        "--batch_blocks",
+        default="auto",
+        type=lambda v: v if v == "auto" else int(v),
+        help="crossjax's CNN batch blocking: 'auto' (the default) or a block count (1 = off)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -165,7 +174,9 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "batch_size": BATCH,
     }
-    results.update(compare(tuple(args.models), args.rounds))
+    cnn_kwargs = {"conv_impl": args.conv_impl, "batch_blocks": args.batch_blocks}
+    results["cnn_kwargs"] = cnn_kwargs
+    results.update(compare(tuple(args.models), args.rounds, cnn_kwargs=cnn_kwargs))
     for model in args.models:
         r = results[model]
         print(

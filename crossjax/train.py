@@ -187,7 +187,9 @@ class Experiment:
 
     # -- train ----------------------------------------------------------------------------
     def _apply(self, params, batch, *, train: bool, rngs):
-        return self.model.apply({"params": params}, batch, train=train, rngs=rngs)
+        # The mesh tells models how the batch is split (crossjax.models.conv.data_shards).
+        with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+            return self.model.apply({"params": params}, batch, train=train, rngs=rngs)
 
     def _loss(self, params, batch, step, micro=None):
         rngs, loss_rng = _rngs(self.seed, step)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossjax.models.conv import Conv
+from crossjax.models.conv import Conv, map_batch_blocks, pyramid_blocks
 from crossjax.registry import Registry
 
 IMAGE_ENCODERS: Registry[type[nn.Module]] = Registry("image encoder")
@@ -59,29 +59,37 @@ class MLPImageEncoder(nn.Module):
 @IMAGE_ENCODERS.register("cnn")
 class CNNImageEncoder(nn.Module):
     """3x3 conv + ReLU + 2x2 average pool per entry of `channels`, then global mean pool
-    and a Dense layer: image (B, H, W, C) -> (B, features). Works for any H, W."""
+    and a Dense layer: image (B, H, W, C) -> (B, features). Works for any H, W.
+
+    batch_blocks: the conv stack runs on blocks of examples whose activations fit in
+    cache ("auto": on CPU only; 1 = off; see crossjax.models.conv.map_batch_blocks).
+    """
 
     channels: Sequence[int] = (32, 64)
     features: int = 128
     conv_impl: str = "xla"  # or "patches": see crossjax.models.conv
+    batch_blocks: int | str = "auto"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, image: jax.Array, *, train: bool = False) -> jax.Array:
         chex.assert_rank(image, 4)
+        convs = [
+            Conv(width, (3, 3), impl=self.conv_impl, dtype=self.dtype) for width in self.channels
+        ]
+
+        def stack(x: jax.Array) -> jax.Array:
+            for conv in convs:
+                x = nn.relu(conv(x))
+                # SAME padding in the pool so sides of size 1 survive.
+                x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+            return x
+
         x = image.astype(self.dtype)
-        x = _conv_stack(x, self.channels, self.dtype, self.conv_impl)
+        blocks = pyramid_blocks(x.shape, self.channels, self.dtype, self.batch_blocks)
+        x = map_batch_blocks(stack, x, blocks)
         x = jnp.mean(x, axis=(1, 2))  # global pool keeps the head independent of H, W
         return nn.Dense(self.features, dtype=self.dtype)(x)
-
-
-def _conv_stack(x: jax.Array, channels: Sequence[int], dtype: Any, impl: str = "xla") -> jax.Array:
-    """(B, H, W, C) -> (B, ~H / 2^n, ~W / 2^n, channels[-1]); must run inside a compact method."""
-    for width in channels:
-        x = nn.relu(Conv(width, (3, 3), impl=impl, dtype=dtype)(x))
-        # SAME padding in the pool so sides of size 1 survive.
-        x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
-    return x
 
 
 class BagOfWordsTextEncoder(nn.Module):

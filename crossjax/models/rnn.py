@@ -42,6 +42,7 @@ from crossjax.models import (
     read_fields,
     require_modalities,
 )
+from crossjax.models.conv import map_batch_blocks, pyramid_blocks
 from crossjax.models.decoding import (
     DEFAULT_ALPHA,
     END_ID,
@@ -143,16 +144,24 @@ class GridCNNImageEncoder(nn.Module):
 
     channels: Sequence[int] = (32, 64, 128)
     features: int = 128
+    batch_blocks: int | str = "auto"  # see crossjax.models.conv.map_batch_blocks
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, image: jax.Array, *, train: bool = False) -> jax.Array:
         chex.assert_rank(image, 4)
+        convs = [nn.Conv(width, (3, 3), dtype=self.dtype) for width in self.channels]
+
+        def stack(x: jax.Array) -> jax.Array:
+            for i, conv in enumerate(convs):
+                if i:
+                    x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+                x = nn.relu(conv(x))
+            return x
+
         x = image.astype(self.dtype)
-        for i, width in enumerate(self.channels):
-            if i:
-                x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
-            x = nn.relu(nn.Conv(width, (3, 3), dtype=self.dtype)(x))
+        blocks = pyramid_blocks(x.shape, self.channels, self.dtype, self.batch_blocks)
+        x = map_batch_blocks(stack, x, blocks)
         b, h, w, _ = x.shape
         rows, cols = jnp.meshgrid(jnp.linspace(-1, 1, h), jnp.linspace(-1, 1, w), indexing="ij")
         coords = jnp.broadcast_to(jnp.stack([rows, cols], axis=-1), (b, h, w, 2))
