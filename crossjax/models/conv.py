@@ -13,7 +13,8 @@ running a per-example stack of layers (conv, ReLU, pool, ...) on blocks of a few
 examples at a time, so that each block's activations stay in the core's cache, instead
 of on the whole batch at once. XLA's kernel-gradient convolution is the main winner
 (9.2 -> 6.2 ms for a 3x3 32 -> 64 conv at batch 128 when split into 16 blocks), and
-the whole CNN step of compare_torch.py goes from 37-39 to 57-58 steps/s. Blocks are
+the whole CNN step of compare_torch.py goes from 40 to 59 steps/s (PyTorch: 50-54),
+shapes_clip's from 60 to 34 ms. Blocks are
 cut within each device's share of the batch (the `data` axis of the abstract mesh that
 the trainer sets while tracing), so no example moves between devices. The results are
 those of the unblocked stack, up to float summation order in the parameter gradients.
