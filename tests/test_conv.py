@@ -103,6 +103,11 @@ def test_map_batch_blocks_keeps_examples_in_place(blocks):
     chex.assert_trees_all_close(map_batch_blocks(_per_example, x, blocks), _per_example(x))
 
 
+def test_map_batch_blocks_refuses_blocks_that_do_not_divide_the_batch():
+    with pytest.raises(ValueError, match="3 blocks on 1 devices do not divide a batch of 16"):
+        map_batch_blocks(_per_example, jnp.zeros((16, 2, 2)), 3)
+
+
 def test_map_batch_blocks_keeps_examples_in_place_on_8_devices():
     mesh = sharding.make_mesh(8)
     x = jax.random.normal(jax.random.key(0), (32, 6, 5))
