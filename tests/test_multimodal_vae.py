@@ -355,7 +355,9 @@ def test_dreg_gradient_matches_iwae_in_expectation(audio_present):
     "fields,message",
     [
         ({"posterior": "sum"}, "posterior='sum'; valid: poe, moe, mopoe"),
-        ({"modalities": ("image", "image_svhn")}, "modalities="),
+        ({"modalities": ("image", "image_svhn")}, "cannot encode modality 'image_svhn'"),
+        ({"modalities": ("image", "image")}, "lists a modality twice"),
+        ({"modalities": ()}, "needs at least one modality; valid: image, text, audio"),
         ({"posterior": "moe", "num_samples": 0}, "num_samples=0; valid: an int >= 1"),
         ({"posterior": "poe", "num_samples": 3}, "num_samples=3 with posterior='poe'"),
         ({"posterior": "poe", "dreg": True}, "dreg=True; valid only with posterior 'moe'"),

@@ -214,7 +214,9 @@ def _build_encoder(
     return cls(dtype=dtype, **kwargs)
 
 
-def _parse_modalities(value: Any, spec: DataSpec, model: str) -> tuple[str, ...]:
+def parse_modalities(value: Any, spec: DataSpec, model: str) -> tuple[str, ...]:
+    """`config.model.modalities` checked: default every supported modality of `spec`;
+    each one supported, none twice, all in the dataset."""
     if value is None:
         value = tuple(m for m in SUPPORTED_MODALITIES if m in spec.modalities)
     modalities = (value,) if isinstance(value, str) else tuple(value)
@@ -292,7 +294,7 @@ def fusion_classifier(config: Any, spec: DataSpec) -> FusionClassifier:
     """Builds a `FusionClassifier` from the `model` config section (fields in `_DEFAULTS`)."""
     model = "fusion_classifier"
     fields = read_fields(config, _DEFAULTS, model)
-    modalities = _parse_modalities(fields["modalities"], spec, model)
+    modalities = parse_modalities(fields["modalities"], spec, model)
     if spec.num_classes is None:
         raise ConfigError(f"model {model!r} needs a labelled dataset (DataSpec.num_classes)")
     fields["encoder_kwargs"] = _parse_encoder_kwargs(fields["encoder_kwargs"], model)

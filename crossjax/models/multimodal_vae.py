@@ -37,12 +37,11 @@ from crossjax.models import (
     parse_dtype,
     positive_int,
     read_fields,
-    require_modalities,
     text_vocab_size,
 )
 from crossjax.models.decoders import DEFAULT_LIKELIHOOD, audio_target, build_decoder
 from crossjax.models.encoders import IMAGE_ENCODERS, AudioEncoder
-from crossjax.models.fusion import SUPPORTED_MODALITIES, presence
+from crossjax.models.fusion import SUPPORTED_MODALITIES, parse_modalities, presence
 from crossjax.models.transformer import TEXT_ENCODERS
 
 POSTERIORS = ("poe", "moe", "mopoe")
@@ -375,20 +374,6 @@ _DEFAULTS = {
 }
 
 
-def _parse_modalities(value: Any, spec: DataSpec, model: str) -> tuple[str, ...]:
-    if value is None:
-        value = tuple(m for m in SUPPORTED_MODALITIES if m in spec.modalities)
-    modalities = (value,) if isinstance(value, str) else tuple(value)
-    unknown = [m for m in modalities if m not in SUPPORTED_MODALITIES]
-    if unknown or not modalities or len(set(modalities)) != len(modalities):
-        raise ConfigError(
-            f"model {model!r} has modalities={modalities!r}; valid: distinct names among "
-            f"{', '.join(SUPPORTED_MODALITIES)}"
-        )
-    require_modalities(model, modalities, spec)
-    return modalities
-
-
 def _encoder(
     modality: str, fields: dict[str, Any], spec: DataSpec, dtype: Any, model: str
 ) -> nn.Module:
@@ -434,7 +419,7 @@ def multimodal_vae(config: Any, spec: DataSpec) -> MultimodalVAE:
     """Builds a `MultimodalVAE` from the `model` config section (fields in `_DEFAULTS`)."""
     model = "multimodal_vae"
     fields = read_fields(config, _DEFAULTS, model)
-    modalities = _parse_modalities(fields["modalities"], spec, model)
+    modalities = parse_modalities(fields["modalities"], spec, model)
     posterior = fields["posterior"]
     if posterior not in POSTERIORS:
         raise ConfigError(
