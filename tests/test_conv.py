@@ -21,8 +21,7 @@ from crossjax.models.conv import (
     num_batch_blocks,
     pyramid_blocks,
 )
-from crossjax.models.encoders import CNNImageEncoder
-from crossjax.models.rnn import GridCNNImageEncoder
+from crossjax.models.encoders import CNNImageEncoder, GridCNNImageEncoder
 
 
 @pytest.mark.parametrize("kernel_size", [(3, 3), (5, 5), (1, 1), (3, 5)])
