@@ -20,7 +20,7 @@ from pathlib import Path
 import ml_collections
 
 from configs.digits_fusion import shrink_to_tiny
-from crossjax.config import base_config
+from crossjax.config import base_config, variant_flags
 
 MODALITIES = ("image", "text", "audio")
 FLAGS = ("tiny", "missing", "clean")  # a variant joins any of them with "_"
@@ -84,7 +84,7 @@ def multimodal_vae_config(
     """A multimodal VAE with `posterior` trained by `loss` (kwargs `loss_kwargs`, plus the
     per-modality likelihood weights) on `dataset`; `model_fields` override the model's.
     `variant` joins FLAGS and `extra_flags` (left for the caller) with "_"."""
-    flags = variant_flags(variant, extra_flags)
+    flags = variant_flags(variant, (*FLAGS, *extra_flags))
     if "clean" in flags and dataset != "crossjax_digits":
         raise ValueError(f"config variant {variant!r}: the clean flag is for crossjax_digits only")
     config = base_config()
@@ -135,23 +135,11 @@ def multimodal_vae_config(
     return config
 
 
-def variant_flags(variant: str | None, extra: tuple[str, ...] = ()) -> set[str]:
-    """The flags of a variant ("clean_missing" -> {"clean", "missing"}); ValueError for
-    one that is not in FLAGS or `extra`."""
-    flags = set(variant.split("_")) if variant else set()
-    valid = (*FLAGS, *extra)
-    if flags - set(valid) or (variant and "" in flags):
-        raise ValueError(
-            f"unknown config variant {variant!r}; valid: any of {', '.join(valid)} joined by '_'"
-        )
-    return flags
-
-
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = multimodal_vae_config(
         "poe", "mvae", {"beta": BETA, "warmup_steps": 500, "num_subsets": 1}, variant,
         extra_flags=("noalign",),
     )  # fmt: skip
-    if "noalign" not in variant_flags(variant, ("noalign",)):
+    if "noalign" not in variant_flags(variant, (*FLAGS, "noalign")):
         config.losses = (*config.losses, ALIGNMENT)
     return config

@@ -119,6 +119,17 @@ _POSITIVE_INTS += ("model_parallel", "grad_accum_steps", "fsdp_min_size")
 _CHOICES = {"best_mode": ("max", "min"), "param_sharding": ("replicated", "fsdp")}
 
 
+def variant_flags(variant: str | None, valid: tuple[str, ...]) -> set[str]:
+    """The flags of a config variant ("clean_missing" -> {"clean", "missing"}); ValueError
+    for a flag that is not in `valid`."""
+    flags = set(variant.split("_")) if variant else set()
+    if flags - set(valid) or (variant and "" in flags):
+        raise ValueError(
+            f"unknown config variant {variant!r}; valid: any of {', '.join(valid)} joined by '_'"
+        )
+    return flags
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first bad field (type, range or choice)."""
     for name in _POSITIVE_INTS + _NON_NEGATIVE_INTS:

@@ -48,3 +48,22 @@ def test_trainer_overhead_compares_with_the_bare_loop_before_and_after(tmp_path)
         result["trainer_steps_per_s"] / result["bare_loop_steps_per_s"]
     )
     assert result["trainer_steps_per_s"] > 0 and (tmp_path / "trainer" / "metrics.jsonl").exists()
+
+
+def test_suite_runs_the_bf16_transformer_two_tower_and_tabulates(tmp_path):
+    from benchmarks import suite
+
+    assert ("shapes_clip", "transformer", True) in suite.SUITE  # the MFU benchmark
+    rows = suite.run_suite(
+        [("shapes_clip", "transformer", True), ("digits_vae", "", True)],
+        steps=2,
+        tiny=True,
+        workdir=tmp_path,
+    )
+    assert [r["config"] for r in rows] == ["shapes_clip:transformer_tiny", "digits_vae:tiny"]
+    assert rows[0]["peak_flops_source"] == "measured bfloat16 matmul"
+    assert rows[1]["peak_flops_source"] == "measured float32 matmul"
+    for row in rows:
+        assert set(KEYS) <= set(row) and 0 < row["mfu"] < 1
+    lines = suite.table(rows).splitlines()
+    assert len(lines) == 2 + len(rows) and lines[2].startswith("| `shapes_clip:transformer_tiny` |")
