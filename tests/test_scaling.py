@@ -69,9 +69,9 @@ def reference(data):
 
 
 def test_gradient_accumulation_equals_the_large_batch(data, reference):
-    batch, params, acc = reference
+    batch, moves, acc = reference
     exp, accumulated, acc4 = _one_step(_config(grad_accum_steps=4, num_devices=4), data, batch)
-    _assert_same_moves(accumulated, params)
+    _assert_same_moves(accumulated, moves)
     assert acc4["sum"]["loss"] == pytest.approx(acc["sum"]["loss"], rel=1e-5)
     # on CPU the micro-batch loop is unrolled (convolutions in a loop body are 10x slower)
     state, metrics = exp.init(), exp.empty_train_metrics()
@@ -111,33 +111,33 @@ def test_blocked_cnn_step_is_the_same_unblocked_and_on_8_devices(data, reference
 
 
 def test_fsdp_shards_large_arrays_and_matches_replicated(data, reference):
-    batch, params, _ = reference
-    exp, fsdp_params, _ = _one_step(_config(param_sharding="fsdp", fsdp_min_size=1024), data, batch)
+    batch, moves, _ = reference
+    exp, fsdp_moves, _ = _one_step(_config(param_sharding="fsdp", fsdp_min_size=1024), data, batch)
     specs = [s.spec for s in jax.tree.leaves(exp.state_sharding.params)]
     sizes = [x.size for x in jax.tree.leaves(jax.eval_shape(exp._init).params)]
     big = [spec for spec, size in zip(specs, sizes, strict=True) if size >= 1024]
     assert big and all("data" in tuple(spec) for spec in big)  # every large array is split
     small = [spec for spec, size in zip(specs, sizes, strict=True) if size < 1024]
     assert all(tuple(spec) == () or all(a is None for a in spec) for spec in small)
-    _assert_same_moves(fsdp_params, params)
+    _assert_same_moves(fsdp_moves, moves)
 
 
 def test_two_dimensional_mesh_matches_data_parallel(data, reference):
-    batch, params, _ = reference
-    exp, mp_params, _ = _one_step(_config(model_parallel=2), data, batch)
+    batch, moves, _ = reference
+    exp, mp_moves, _ = _one_step(_config(model_parallel=2), data, batch)
     assert dict(exp.mesh.shape) == {"data": 4, "model": 2}
     assert any("model" in tuple(s.spec) for s in jax.tree.leaves(exp.state_sharding.params))
-    _assert_same_moves(mp_params, params)
+    _assert_same_moves(mp_moves, moves)
 
 
 def test_remat_gives_the_same_step(data, reference):
-    batch, params, _ = reference
-    _, remat_params, _ = _one_step(_config(remat=True), data, batch)
-    _assert_same_moves(remat_params, params)
+    batch, moves, _ = reference
+    _, remat_moves, _ = _one_step(_config(remat=True), data, batch)
+    _assert_same_moves(remat_moves, moves)
 
 
 def test_bf16_compute_keeps_fp32_params_and_optimizer_state(data, reference):
-    batch, params, acc = reference
+    batch, moves, acc = reference
     config = _config()
     config.model.dtype = "bfloat16"
     exp = train_lib.Experiment(config, data, train_lib.make_mesh(config))
