@@ -22,7 +22,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import crossjax  # noqa: E402,F401  (sets XLA:CPU flags before JAX computes)
 from crossjax.benchmark import benchmark  # noqa: E402
 from crossjax.config import load_config_file  # noqa: E402
 

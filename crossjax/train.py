@@ -267,7 +267,7 @@ class Experiment:
             ),
             "grad_norm": jnp.where(logged, grad_norm, acc["grad_norm"]),
         }
-        return TrainState(state.step + 1, params, opt_state), acc
+        return TrainState(step, params, opt_state), acc
 
     # -- eval -----------------------------------------------------------------------------
     def _predict(self, params, batch):
