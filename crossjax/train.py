@@ -31,9 +31,10 @@ from crossjax.checkpoint import Checkpoints, WorkdirLock
 from crossjax.config import config_to_dict, validate_config
 from crossjax.data.pipeline import DataPipeline, GatherBatch
 from crossjax.data.spec import dummy_batch
-from crossjax.errors import CrossjaxError
 from crossjax.evaluators import EvalContext, parse_evaluators
+from crossjax.errors import ConfigError, CrossjaxError
 from crossjax.losses import LossContext, build_loss
+from crossjax.requirements import check_requirements, requirements_of
 from crossjax.metric_writer import MetricWriter
 from crossjax.metrics.classification import (
     accuracy_from_confusion,
@@ -191,54 +192,149 @@ class Experiment:
         with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
             return self.model.apply({"params": params}, batch, train=train, rngs=rngs)
 
-    def _loss(self, params, batch, step, micro=None):
+    def _forward(self, params, batch, step, micro=None):
+        """Model outputs in training mode and the loss rng of `step` (micro-batch `micro`:
+        its own model randomness; the loss rng stays the step's for batch-level losses)."""
         rngs, loss_rng = _rngs(self.seed, step)
         if micro is not None:  # distinct randomness per micro-batch of an accumulated step
             rngs = {k: jax.random.fold_in(v, micro) for k, v in rngs.items()}
-            loss_rng = jax.random.fold_in(loss_rng, micro)
         forward = functools.partial(self._apply, train=True, rngs=rngs)
         if self.config.get("remat", False):  # recompute activations in the backward pass
             forward = jax.checkpoint(forward)
-        outputs = forward(params, batch)
-        ctx = LossContext(
-            step=step,
-            rng=loss_rng,
-            mesh=self.mesh,
-            apply_fn=lambda b, *, train, rngs: self._apply(params, b, train=train, rngs=rngs),
-        )
-        loss, metrics = self.loss_fn(outputs, batch, ctx)
-        return loss, metrics
+        return forward(params, batch), loss_rng
+
+    def _loss_ctx(self, params, step, rng, mask=None, *, extra_passes: bool = True):
+        if extra_passes:
+
+            def apply_fn(b, *, train, rngs):
+                return self._apply(params, b, train=train, rngs=rngs)
+
+        else:
+
+            def apply_fn(b, *, train, rngs):
+                raise ConfigError(
+                    "a batch-level loss calls ctx.apply_fn, so grad_accum_steps > 1 cannot "
+                    "reproduce its full-batch gradient; set grad_accum_steps=1"
+                )
+
+        return LossContext(step=step, rng=rng, mask=mask, apply_fn=apply_fn, mesh=self.mesh)
+
+    def _loss(self, params, batch, step):
+        """(total, metrics) of one whole batch: the masked mean of every loss term."""
+        outputs, loss_rng = self._forward(params, batch, step)
+        ctx = self._loss_ctx(params, step, loss_rng, _all_rows(batch))
+        return self.loss_fn(outputs, batch, ctx)
 
     def _grads(self, params, batch, step):
-        """Loss, metrics and gradients, averaged over `grad_accum_steps` micro-batches.
+        """Loss, metrics and gradients of the batch, over `grad_accum_steps` micro-batches.
 
         Micro-batch i holds examples i, i+k, i+2k, ... so each stays split over the data
-        axis; for per-example (batch-mean) losses the result equals the full batch's.
+        axis. The result equals the full batch's (up to float summation order):
+        - per-example losses: each micro-batch adds its weighted sums, divided by the
+          whole batch's row counts (so masks that differ between micro-batches are exact);
+        - batch-level losses (open_clip's `accum_freq`): every micro-batch's outputs are
+          computed first without gradients; then each micro-batch's gradient is that of
+          the whole batch's loss with its own rows recomputed live and the others cached.
         """
-        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
         k = self.grad_accum
         if k == 1:
-            (loss, metrics), grads = grad_fn(params, batch, step)
+            (loss, metrics), grads = jax.value_and_grad(self._loss, has_aux=True)(
+                params, batch, step
+            )
             return loss, metrics, grads
-        micro = jax.tree.map(
-            lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch
-        )
+        micro = jax.tree.map(lambda x: _to_micro(x, k), batch)
+        if self.loss_fn.per_example_only:
+            return self._accumulate_per_example(params, batch, micro, step)
+        return self._accumulate_batch_level(params, batch, micro, step)
 
-        def body(carry, xs):
-            i, mb = xs
-            (loss, metrics), grads = grad_fn(params, mb, step, i)
-            return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
-
-        (loss, metrics), grads = jax.eval_shape(
-            grad_fn, params, jax.tree.map(lambda x: x[0], micro), step, 0
-        )
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss, metrics, grads))
+    def _micro_loop(self, body, init, xs):
         # XLA:CPU runs convolutions inside a loop body 10-50x slower than outside it
         # (shapes_clip at 2 micro-batches: 401 vs 35 ms a step), so on CPU the loop is
         # unrolled; elsewhere it stays a loop, which bounds activation memory.
         on_cpu = self.mesh.devices.flat[0].platform == "cpu"
-        total, _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro), unroll=on_cpu)
-        return jax.tree.map(lambda t: t / k, total)
+        return jax.lax.scan(body, init, xs, unroll=on_cpu)
+
+    def _accumulate_per_example(self, params, batch, micro, step):
+        k = self.grad_accum
+        weights = self.loss_fn.term_weights(batch, _all_rows(batch))
+        counts = {name: jnp.sum(w) for name, w in weights.items()}
+
+        def micro_loss(p, mb, i):
+            outputs, loss_rng = self._forward(p, mb, step, i)
+            ctx = self._loss_ctx(p, step, jax.random.fold_in(loss_rng, i), _all_rows(mb))
+            per_example = self.loss_fn.per_example(outputs, mb, ctx)
+            sums = self.loss_fn.term_sums(per_example, self.loss_fn.term_weights(mb, ctx.mask))
+            return self.loss_fn.finalize(sums, counts)[0], sums
+
+        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+        def body(carry, xs):
+            i, mb = xs
+            (_, sums), grads = grad_fn(params, mb, i)
+            return jax.tree.map(jnp.add, carry, (sums, grads)), None
+
+        (_, sums), grads = jax.eval_shape(
+            grad_fn, params, jax.tree.map(lambda x: x[0], micro), jnp.zeros((), jnp.int32)
+        )
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (sums, grads))
+        (sums, grads), _ = self._micro_loop(body, zeros, (jnp.arange(k), micro))
+        loss, metrics = self.loss_fn.finalize(sums, counts)
+        return loss, metrics, grads
+
+    def _per_example_outputs(self, params, batch, micro, step) -> dict[str, bool]:
+        """Which outputs hold one row per example: traced at the micro-batch size and at
+        the full size, their leading axis follows the batch."""
+        first = jax.tree.map(lambda x: x[0], micro)
+        small = jax.eval_shape(lambda p, b: self._forward(p, b, step, 0)[0], params, first)
+        large = jax.eval_shape(lambda p, b: self._forward(p, b, step, 0)[0], params, batch)
+        rows = jax.tree.leaves(first)[0].shape[0], jax.tree.leaves(batch)[0].shape[0]
+        return {
+            key: bool(small[key].shape[:1] == rows[:1] and large[key].shape[:1] == rows[1:])
+            for key in small
+        }
+
+    def _cached_outputs(self, params, micro, step):
+        """Every micro-batch's outputs without gradients, stacked: (k, b, ...) per key."""
+
+        def body(_, xs):
+            i, mb = xs
+            return None, jax.lax.stop_gradient(self._forward(params, mb, step, i)[0])
+
+        return self._micro_loop(body, None, (jnp.arange(self.grad_accum), micro))[1]
+
+    def _accumulate_batch_level(self, params, batch, micro, step):
+        k = self.grad_accum
+        rows = self._per_example_outputs(params, batch, micro, step)
+        cached = self._cached_outputs(params, micro, step)
+
+        def micro_loss(p, i):
+            mb = jax.tree.map(lambda x: x[i], micro)
+            live, loss_rng = self._forward(p, mb, step, i)
+            outputs = {}
+            for key, value in live.items():
+                if rows[key]:  # this micro-batch's rows live, the others from the cache
+                    stacked = jax.lax.dynamic_update_index_in_dim(cached[key], value, i, 0)
+                    outputs[key] = _from_micro(stacked)
+                elif jnp.issubdtype(value.dtype, jnp.inexact):
+                    # Shared outputs (a temperature): the same value in every micro-batch,
+                    # each contributing 1/k of its gradient.
+                    outputs[key] = value / k + jax.lax.stop_gradient(value - value / k)
+                else:
+                    outputs[key] = value
+            ctx = self._loss_ctx(p, step, loss_rng, _all_rows(batch), extra_passes=False)
+            return self.loss_fn(outputs, batch, ctx)
+
+        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+        def body(carry, i):
+            (loss, metrics), grads = grad_fn(params, i)
+            return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
+
+        (loss, metrics), grads = jax.eval_shape(grad_fn, params, jnp.zeros((), jnp.int32))
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss, metrics, grads))
+        (loss, metrics, grads), _ = self._micro_loop(body, zeros, jnp.arange(k))
+        # Every micro-batch saw the same loss value; the gradients add up to the full one.
+        return loss / k, jax.tree.map(lambda m: m / k, metrics), grads
 
     def _train_step(self, state: TrainState, batch, acc):
         if isinstance(batch, GatherBatch):  # device-resident data: gather in this step
@@ -274,43 +370,28 @@ class Experiment:
         rngs, _ = _rngs(self.seed + 1, jnp.zeros((), jnp.int32))
         return self._apply(params, batch, train=False, rngs=rngs)
 
-    def _per_example_metrics(self, outputs, batch, ctx, size: int):
-        """Loss metrics of each example: the loss on batches of one, vmapped. (B,) each."""
-
-        def per_example(t):
-            return t.ndim > 0 and t.shape[0] == size
-
-        out_axes = jax.tree.map(lambda t: 0 if per_example(t) else None, outputs)
-
-        def one(o, b):
-            o = jax.tree.map(lambda t, ax: t[None] if ax == 0 else t, o, out_axes)
-            return self.loss_fn(o, jax.tree.map(lambda t: t[None], b), ctx)
-
-        return jax.vmap(one, in_axes=(out_axes, 0))(outputs, batch)[1]
-
-    def _eval_step(self, params, batch, acc, step):
-        """Adds this batch's per-example loss metrics (valid rows only) to `acc`. `step`
-        (the training step evaluated) reaches the losses, so step-dependent weights such
-        as a KL warm-up are those of the evaluated parameters."""
+    def _eval_sums(self, params, batch, step):
+        """Outputs, per-term weighted sums and row counts of one eval batch (its `valid`
+        (B,) rows only; batch-level losses see `valid` as their mask)."""
+        batch = dict(batch)
         valid = batch.pop("valid")
         outputs = self._predict(params, batch)
-        rngs, loss_rng = _rngs(self.seed + 1, jnp.zeros((), jnp.int32))
-        ctx = LossContext(
-            step=step,
-            rng=loss_rng,
-            mesh=self.mesh,
-            apply_fn=lambda b, *, train, rngs: self._apply(params, b, train=train, rngs=rngs),
-        )
-        w = valid.astype(jnp.float32)
-        if self.loss_fn.per_example:
-            metrics = self._per_example_metrics(outputs, batch, ctx, valid.shape[0])
-        else:  # batch-level (contrastive) losses: whole batches, only full ones
-            _, metrics = self.loss_fn(outputs, batch, ctx)
-            w = w * jnp.all(valid)
-            metrics = jax.tree.map(lambda m: jnp.broadcast_to(m, w.shape), metrics)
+        _, loss_rng = _rngs(self.seed + 1, jnp.zeros((), jnp.int32))
+        ctx = self._loss_ctx(params, step, loss_rng, valid)
+        weights = self.loss_fn.term_weights(batch, valid)
+        sums = self.loss_fn.term_sums(self.loss_fn.per_example(outputs, batch, ctx), weights)
+        counts = {name: jnp.sum(w) for name, w in weights.items()}
+        return outputs, sums, counts, valid
+
+    def _eval_step(self, params, batch, acc, step):
+        """Adds this batch's weighted loss sums and counts to `acc`. `step` (the training
+        step evaluated) reaches the losses, so step-dependent weights such as a KL warm-up
+        are those of the evaluated parameters."""
+        outputs, sums, counts, valid = self._eval_sums(params, batch, step)
         new = {
-            "sum": jax.tree.map(lambda a, m: a + jnp.sum(m * w), acc["sum"], metrics),
-            "count": acc["count"] + jnp.sum(w),
+            "sums": jax.tree.map(jnp.add, acc["sums"], sums),
+            "counts": jax.tree.map(jnp.add, acc["counts"], counts),
+            "count": acc["count"] + jnp.sum(valid.astype(jnp.float32)),
         }
         if "confusion" in acc:
             new["confusion"] = acc["confusion"] + confusion_matrix(
@@ -318,14 +399,14 @@ class Experiment:
             )
         return new
 
-    def _eval_global_batches(self):
-        """One pass over the eval split as global batches with a `valid` (B,) bool entry."""
+    def _eval_global_batches(self, split: str):
+        """One pass over `split` as global batches with a `valid` (B,) bool entry."""
         size = self.config.eval_batch_size or self.config.batch_size
-        for local in self.data.eval_batches(size):
+        for local in self.data.eval_batches(size, split=split):
             yield sharding.to_global(local, self.mesh)
 
-    def _eval_batches_for_evaluators(self):
-        for batch in self._eval_global_batches():
+    def _eval_batches_for_evaluators(self, split: str):
+        for batch in self._eval_global_batches(split):
             valid = sharding.to_host(batch.pop("valid"))
             yield batch, valid
 
@@ -333,20 +414,24 @@ class Experiment:
         self,
         params,
         *,
+        split: str = "validation",
         step: int = 0,
         writer: MetricWriter | None = None,
         workdir: Path | None = None,
     ) -> dict[str, float]:
-        """A full pass over the eval split (loss metrics averaged over examples), then the
-        evaluators named in `config.evaluators`."""
+        """A full pass over `split` ("validation" or "test"): every loss metric is the
+        mean over all of its examples, each counted once; then the evaluators named in
+        `config.evaluators` on the same split."""
         acc = None
-        for batch in self._eval_global_batches():
+        for batch in self._eval_global_batches(split):
             if acc is None:
                 acc = self._empty_eval_acc(params, batch)
             acc = self.eval_step(params, batch, acc, jnp.asarray(step, jnp.int32))
+        if acc is None:
+            raise CrossjaxError(f"the {split} split is empty; nothing to evaluate")
         acc = jax.device_get(acc)
-        count = max(float(acc["count"]), 1.0)
-        metrics = {k: float(v) / count for k, v in acc["sum"].items()}
+        _, losses = self.loss_fn.finalize(acc["sums"], acc["counts"])
+        metrics = {k: float(v) for k, v in losses.items()}
         if "confusion" in acc:
             metrics["accuracy"] = accuracy_from_confusion(acc["confusion"])
             metrics["macro_f1"] = macro_f1_from_confusion(acc["confusion"])
@@ -359,7 +444,7 @@ class Experiment:
             workdir=workdir,
             writer=writer,
             predict=lambda b: self.predict(params, b),
-            batches=self._eval_batches_for_evaluators,
+            batches=functools.partial(self._eval_batches_for_evaluators, split),
             model=self.model,
             mesh=self.mesh,
             vocab=self.data.vocab,
@@ -370,26 +455,45 @@ class Experiment:
         return metrics
 
     def _empty_eval_acc(self, params, batch):
-        def shapes(p, b):
-            b = dict(b)
-            b.pop("valid")
-            outputs = self._apply(p, b, train=False, rngs=_rngs(0, jnp.zeros((), jnp.int32))[0])
-            ctx = LossContext(
-                step=jnp.zeros((), jnp.int32),
-                rng=jax.random.key(0),
-                mesh=self.mesh,
-                apply_fn=lambda b2, *, train, rngs: self._apply(p, b2, train=train, rngs=rngs),
-            )
-            return outputs, self.loss_fn(outputs, b, ctx)[1]
-
-        outputs, metrics = jax.eval_shape(shapes, params, batch)
-        acc = {
-            "sum": jax.tree.map(lambda _: jnp.zeros((), jnp.float32), metrics),
-            "count": jnp.zeros((), jnp.float32),
-        }
+        outputs, sums, counts, _ = jax.eval_shape(
+            self._eval_sums, params, batch, jnp.zeros((), jnp.int32)
+        )
+        zeros = functools.partial(jax.tree.map, lambda s: jnp.zeros(s.shape, jnp.float32))
+        acc = {"sums": zeros(sums), "counts": zeros(counts), "count": jnp.zeros((), jnp.float32)}
         if "logits" in outputs and "label" in batch and self.num_classes:
             acc["confusion"] = jnp.zeros((self.num_classes, self.num_classes), jnp.int32)
         return jax.device_put(acc, sharding.replicated(self.mesh))
+
+    # -- checks ---------------------------------------------------------------------------
+    def check_requirements(self) -> None:
+        """Before the first step: what every loss and evaluator declares it reads against
+        the data's batch keys and the model's outputs (one abstract trace), and one
+        abstract trace of the losses; a ConfigError names every mismatch in one line."""
+        batch = self._abstract_batch()
+        outputs = jax.eval_shape(
+            lambda s, b: self._predict(s.params, b), self.abstract_state(), batch
+        )
+        owners = self.loss_fn.requirements() + [
+            (f"evaluator {name!r}", requirements_of(fn, kwargs))
+            for name, fn, kwargs in self.evaluators
+        ]
+        check_requirements(owners, set(batch), set(outputs))
+        self._train_metric_shapes  # noqa: B018 - traces the losses (and caches the shapes)
+
+
+def _all_rows(batch) -> jax.Array:
+    """(B,) True: a training batch has no padding."""
+    return jnp.ones(jax.tree.leaves(batch)[0].shape[:1], bool)
+
+
+def _to_micro(x: jax.Array, k: int) -> jax.Array:
+    """(B, ...) -> (k, B/k, ...): micro-batch i holds rows i, i+k, i+2k, ..."""
+    return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+
+def _from_micro(x: jax.Array) -> jax.Array:
+    """The inverse of `_to_micro`: (k, B/k, ...) -> (B, ...) in the batch's row order."""
+    return jnp.swapaxes(x, 0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
 class _StopRequest:
@@ -464,6 +568,7 @@ def train_and_evaluate(
 
 def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_step):
     config_dict = config_to_dict(config)
+    exp.check_requirements()  # fails here, before the first step, not after training
     start = ckpts.latest_step()
     if start is not None:
         restored = ckpts.restore(exp.abstract_state(), "latest")
@@ -478,11 +583,12 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
         (workdir / "config.json").write_text(json.dumps(config_dict, indent=2))
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     log.info(
-        "Model %s: %d parameters; %d train / %d eval examples",
+        "Model %s: %d parameters; %d train / %d validation / %d test examples",
         config.model.name,
         num_params,
-        data.num_train,
-        data.num_eval,
+        data.num_examples["train"],
+        data.num_examples["validation"],
+        data.num_examples["test"],
     )
 
     total = config.num_train_steps
@@ -522,8 +628,10 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
             acc = exp.empty_train_metrics()
         if is_eval:
-            eval_metrics = exp.evaluate(state.params, step=step, writer=writer, workdir=workdir)
-            writer.write_scalars(step, "test", eval_metrics)
+            eval_metrics = exp.evaluate(
+                state.params, split="validation", step=step, writer=writer, workdir=workdir
+            )
+            writer.write_scalars(step, "validation", eval_metrics)
         if (ckpts.should_save(step) and step < total) or preempted:  # the last save follows eval
             ckpts.save(
                 step,
@@ -544,19 +652,33 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
             return {"preempted_at_step": float(step)}
     bar.close()
 
-    eval_metrics = exp.evaluate(state.params, step=step, writer=writer, workdir=workdir)
-    writer.write_scalars(step, "test", eval_metrics)
-    if step not in ckpts.steps():
-        ckpts.save(
-            step,
-            state=state,
-            data_state=train_iter.get_state(),
-            config=config_dict,
-            metrics=eval_metrics,
-            force=True,
+    def save_final(metrics):
+        if step not in ckpts.steps():
+            ckpts.save(
+                step,
+                state=state,
+                data_state=train_iter.get_state(),
+                config=config_dict,
+                metrics=metrics,
+                force=True,
+            )
+        ckpts.wait_until_finished()
+
+    # The trained state is kept even when the final evaluation fails (the pre-flight
+    # check makes that rare): then the final checkpoint is saved without metrics.
+    try:
+        validation = exp.evaluate(
+            state.params, split="validation", step=step, writer=writer, workdir=workdir
         )
-    ckpts.wait_until_finished()
-    return eval_metrics
+    except BaseException:
+        save_final(None)
+        raise
+    writer.write_scalars(step, "validation", validation)
+    save_final(validation)  # ranked on validation, like every checkpoint before it
+    # The test split is read once, here, after training and checkpoint selection.
+    test = exp.evaluate(state.params, split="test", step=step, writer=writer, workdir=workdir)
+    writer.write_scalars(step, "test", test)
+    return {"validation": validation, "test": test}
 
 
 def _check_finite(acc):

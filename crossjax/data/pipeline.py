@@ -667,12 +667,18 @@ class DataPipeline:
             return _DeviceBatches(self._cache[split], stream, mesh, lazy)
         return _HostBatches(self.train_iterator(state), mesh)
 
-    def eval_batches(self, batch_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    @property
+    def num_examples(self) -> dict[str, int]:  # TEMPORARY until the validation split lands
+        return {"train": self.num_train, "validation": self.num_eval, "test": self.num_eval}
+
+    def eval_batches(
+        self, batch_size: int | None = None, split: str = "validation"
+    ) -> Iterator[dict[str, np.ndarray]]:
         """One full pass over the eval split; the last batch is padded and `valid` marks real rows."""
         global_batch = batch_size or self.batch_size
         num_batches = math.ceil(self.num_eval / global_batch)
         lo, hi = self._process_slice(global_batch)
-        split = self.config.eval_split
+        split = self.config.eval_split  # TEMPORARY
         if split in self._cache:
             load = _CachedEvalBatch(self._cache[split], self.num_eval, global_batch, lo, hi)
         else:

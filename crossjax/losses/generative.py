@@ -9,7 +9,7 @@
   - "laplace": the location of Laplace(output, scale) with a FIXED scale b = `scale`,
     full constant log(2b): robust to heavy-tailed targets such as log spectrograms.
   - "categorical": logits (B, ..., V) of integer ids (B, ...).
-Per-example values are summed over all non-batch dims; the losses are batch means.
+Per-example values are summed over all non-batch dims; every loss returns them (B,).
 
 The reconstruction losses compare `recon/<modality>` against `target/<modality>` when the
 model outputs one (an audio VAE reconstructs the log spectrogram of the waveform, see
@@ -31,7 +31,8 @@ import optax
 
 from crossjax.errors import ConfigError
 from crossjax.gaussian import gaussian_log_density
-from crossjax.losses import LOSSES, LossContext, Metrics, require_output
+from crossjax.losses.base import LOSSES, LossContext, Metrics, require_output
+from crossjax.requirements import Requires, requires
 
 LIKELIHOODS = ("bernoulli", "gaussian", "laplace", "categorical")
 
@@ -166,7 +167,13 @@ def kl_weight(step: jax.Array, beta: float, warmup_steps: int) -> jax.Array:
     return beta * fraction
 
 
+def _needs(*outputs: str):
+    """Declared needs of a loss with a `modality` kwarg: `recon/<modality>` + `outputs`."""
+    return lambda kw: Requires(outputs=(f"recon/{kw.get('modality', 'image')}", *outputs))
+
+
 @LOSSES.register("reconstruction")
+@requires(_needs())
 def reconstruction(
     outputs: Mapping[str, jax.Array],
     batch: Mapping[str, jax.Array],
@@ -176,21 +183,15 @@ def reconstruction(
     likelihood: str = "bernoulli",
     sigma: float = 1.0,
 ) -> tuple[jax.Array, Metrics]:
-    """Batch mean of the per-example reconstruction NLL (nats); metric `reconstruction`."""
-    nll_value = jnp.mean(
-        reconstruction_nll(
-            outputs,
-            batch,
-            modality=modality,
-            likelihood=likelihood,
-            sigma=sigma,
-            loss="reconstruction",
-        )
+    """The per-example reconstruction NLL (nats), (B,); metric `reconstruction`."""
+    nll_value = reconstruction_nll(
+        outputs, batch, modality=modality, likelihood=likelihood, sigma=sigma, loss="reconstruction"
     )
     return nll_value, {"reconstruction": nll_value}
 
 
 @LOSSES.register("neg_elbo")
+@requires(_needs("z_mean", "z_logvar"))
 def neg_elbo(
     outputs: Mapping[str, jax.Array],
     batch: Mapping[str, jax.Array],
@@ -202,7 +203,7 @@ def neg_elbo(
     likelihood: str = "bernoulli",
     sigma: float = 1.0,
 ) -> tuple[jax.Array, Metrics]:
-    """Batch mean of reconstruction NLL + w * KL(q(z|x) || N(0, I)) (beta-VAE).
+    """Per-example reconstruction NLL + w * KL(q(z|x) || N(0, I)) (beta-VAE), (B,).
 
     w = `kl_weight(ctx.step, beta, warmup_steps)`: rises linearly from 0 to beta over
     the first `warmup_steps` steps (KL warm-up), beta throughout when 0. Needs `z_mean`,
@@ -220,7 +221,6 @@ def neg_elbo(
         require_output(outputs, "z_mean", "neg_elbo"),
         require_output(outputs, "z_logvar", "neg_elbo"),
     )
-    recon, kl = jnp.mean(recon), jnp.mean(kl)
     weight = kl_weight(ctx.step, beta, warmup_steps)
     metrics = {"neg_elbo": recon + kl, "reconstruction": recon, "kl": kl}
     if warmup_steps:
@@ -280,6 +280,7 @@ def iwae_bound(log_weights: jax.Array) -> jax.Array:
 
 
 @LOSSES.register("iwae")
+@requires(_needs("z", "z_mean", "z_logvar"))
 def iwae(
     outputs: Mapping[str, jax.Array],
     batch: Mapping[str, jax.Array],
@@ -290,7 +291,7 @@ def iwae(
     likelihood: str = "bernoulli",
     scale: float = 1.0,
 ) -> tuple[jax.Array, Metrics]:
-    """Batch mean of -(IWAE bound with K = num_samples), in nats; metric `iwae`.
+    """-(IWAE bound with K = num_samples) per example, in nats, (B,); metric `iwae`.
 
     Trains a Gaussian VAE on the importance-weighted bound: K extra forward passes
     through `ctx.apply_fn` (train=True, 'sample' keys from `ctx.rng`); `outputs` is not
@@ -308,5 +309,5 @@ def iwae(
         scale=scale,
         train=True,
     )
-    value = -jnp.mean(iwae_bound(log_weights))
+    value = -iwae_bound(log_weights)
     return value, {"iwae": value}

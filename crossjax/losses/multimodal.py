@@ -21,7 +21,7 @@ arguments shared by all three: `likelihoods` (per modality, default
 `decoders.DEFAULT_LIKELIHOOD`; must match the model's), `scales` (per modality, the
 gaussian std / laplace b, default 1.0) and `weights` (per modality, multiplies its
 log-likelihood in the objective, default 1.0: rescale modalities of very different
-sizes so each one shapes the latent). Metrics, all batch means of per-example values:
+sizes so each one shapes the latent). Every loss returns per-example values (B,); metrics, also per example:
 `recon/<m>` (NLL in nats, 0 where m is absent), `kl`, and `neg_elbo`, the model's own
 bound on -log p(present modalities) with unit weights and beta 1, comparable across the
 three models.
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from crossjax.errors import ConfigError
 from crossjax.gaussian import gaussian_log_density
-from crossjax.losses import LOSSES, LossContext, Metrics, batch_level, require_output
+from crossjax.losses.base import LOSSES, LossContext, Metrics, batch_level, require_output
 from crossjax.losses.generative import check_likelihood, gaussian_kl, nll
 from crossjax.models.decoders import DEFAULT_LIKELIHOOD
 from crossjax.models.multimodal_vae import (
@@ -167,11 +167,11 @@ def mvae(
         picks = jax.random.categorical(ctx.rng, logits, shape=(num_subsets, *logits.shape[:1]))
         counts = counts + middle * jnp.sum(jax.nn.one_hot(picks, sizes.shape[0]), axis=0)
     beta_t = _beta(beta, warmup_steps, ctx.step)
-    loss = jnp.mean(jnp.sum(counts * (recon + beta_t * kl), axis=-1))
+    loss = jnp.sum(counts * (recon + beta_t * kl), axis=-1)
     joint_nll = {m: scorer.present[m] * nlls[m][:, -1] for m in scorer.modalities}
-    metrics = {f"recon/{m}": jnp.mean(v) for m, v in joint_nll.items()}
-    metrics["kl"] = jnp.mean(kl[:, -1])
-    metrics["neg_elbo"] = jnp.mean(sum(joint_nll.values()) + kl[:, -1])
+    metrics = {f"recon/{m}": v for m, v in joint_nll.items()}
+    metrics["kl"] = kl[:, -1]
+    metrics["neg_elbo"] = sum(joint_nll.values()) + kl[:, -1]
     return loss, metrics
 
 
@@ -199,10 +199,10 @@ def mopoe(
     mixed = {m: scorer.present[m] * jnp.sum(share * nlls[m], -1) for m in scorer.modalities}
     kl = jnp.sum(share * kl, axis=-1)
     recon = sum(scorer.weights[m] * v for m, v in mixed.items())
-    loss = jnp.mean(recon + _beta(beta, warmup_steps, ctx.step) * kl)
-    metrics = {f"recon/{m}": jnp.mean(v) for m, v in mixed.items()}
-    metrics["kl"] = jnp.mean(kl)
-    metrics["neg_elbo"] = jnp.mean(sum(mixed.values()) + kl)
+    loss = recon + _beta(beta, warmup_steps, ctx.step) * kl
+    metrics = {f"recon/{m}": v for m, v in mixed.items()}
+    metrics["kl"] = kl
+    metrics["neg_elbo"] = sum(mixed.values()) + kl
     return loss, metrics
 
 
@@ -277,9 +277,9 @@ def mmvae(
         return jnp.sum(share * (jax.nn.logsumexp(log_w, axis=1) - math.log(k)), axis=-1)
 
     if objective == "elbo":
-        loss = -jnp.mean(over_samples(terms["log_w"]))
+        loss = -over_samples(terms["log_w"])
     else:
-        loss = -jnp.mean(iwae(terms["log_w"]))
+        loss = -iwae(terms["log_w"])
     if objective == "dreg":
         frozen = jax.lax.stop_gradient(params)
         fixed = jax.lax.stop_gradient(z)
@@ -301,24 +301,27 @@ def mmvae(
             + (normalised - normalised**2) * decoder_only
             + normalised * (own - mixture)
         )
-        surrogate = jnp.mean(over_samples(k * per_sample))
+        surrogate = over_samples(k * per_sample)
         loss = jax.lax.stop_gradient(loss) - (surrogate - jax.lax.stop_gradient(surrogate))
-    metrics = {f"recon/{m}": jnp.mean(over_samples(v)) for m, v in terms["nll"].items()}
-    metrics["kl"] = jnp.mean(over_samples(terms["kl"]))
-    metrics["neg_elbo"] = -jnp.mean(over_samples(terms["log_w_unit"]))
-    metrics["neg_iwae"] = -jnp.mean(iwae(terms["log_w_unit"]))
+    metrics = {f"recon/{m}": over_samples(v) for m, v in terms["nll"].items()}
+    metrics["kl"] = over_samples(terms["kl"])
+    metrics["neg_elbo"] = -over_samples(terms["log_w_unit"])
+    metrics["neg_iwae"] = -iwae(terms["log_w_unit"])
     return loss, metrics
 
 
 def _masked_info_nce(logits: jax.Array, valid: jax.Array) -> jax.Array:
     """Symmetric InfoNCE of (B, B) logits (row i matches column i) over the examples
-    where `valid` (B,) holds: the others are neither anchors nor negatives."""
-    masked = jnp.where(valid[None, :] & valid[:, None], logits, -jnp.inf)
+    where `valid` (B,) holds: the others are neither anchors nor negatives, and get 0.
+    (B,) per-example values."""
+    both = valid[None, :] & valid[:, None]
+    # A large finite negative, not -inf: a row with no valid entry stays finite, so its
+    # (masked-out) gradient is 0 rather than NaN.
+    masked = jnp.where(both, logits, -1e9)
     diagonal = jnp.diagonal(logits)
     rows = jax.nn.logsumexp(masked, axis=1) - diagonal
     cols = jax.nn.logsumexp(masked, axis=0) - diagonal
-    per_example = jnp.where(valid, 0.5 * (rows + cols), 0.0)
-    return jnp.sum(per_example) / jnp.maximum(jnp.sum(valid), 1)
+    return jnp.where(valid, 0.5 * (rows + cols), 0.0)
 
 
 @LOSSES.register("latent_alignment")
@@ -339,9 +342,10 @@ def latent_alignment(
     and away from the z of the other examples, so decoding any modality from a (cross-
     modal generation) sees the latents the decoders learnt from b. `pairs`: e.g.
     ("audio-image", "audio-text"); None: every pair of the model's modalities.
-    Metrics: `align/<a>-<b>` per pair; the loss is their mean.
+    Rows outside `ctx.mask` (padding) take no part. Metrics: `align/<a>-<b>` per pair
+    (0 for an example that lacks a or b); the loss of an example is their mean.
     """
-    del batch, ctx
+    del batch
     modalities = _modalities(outputs, "latent_alignment")
     if not (isinstance(temperature, (int, float)) and temperature > 0):
         raise ConfigError(
@@ -364,9 +368,11 @@ def latent_alignment(
     used = {m for pair in chosen for m in pair}
     means = {m: require_output(outputs, f"unimodal/{m}/mean", "latent_alignment") for m in used}
     present = {m: outputs[f"present/{m}"].astype(bool) for m in used}
+    rows = next(iter(means.values())).shape[0]
+    real = ctx.mask if ctx.mask is not None else jnp.ones((rows,), bool)
     metrics = {}
     for a, b in chosen:
         distance = jnp.sum(jnp.square(means[a][:, None, :] - means[b][None, :, :]), axis=-1)
-        valid = present[a] & present[b]
+        valid = present[a] & present[b] & real
         metrics[f"align/{a}-{b}"] = _masked_info_nce(-distance / temperature, valid)
     return sum(metrics.values()) / len(metrics), metrics

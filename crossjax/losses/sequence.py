@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from crossjax.losses import LOSSES, LossContext, Metrics, require_output
+from crossjax.losses.base import LOSSES, LossContext, Metrics, require_output
+from crossjax.requirements import Requires, requires
 
 
 def target_weights(text: jax.Array, text_mask: jax.Array) -> jax.Array:
@@ -26,13 +27,14 @@ def target_weights(text: jax.Array, text_mask: jax.Array) -> jax.Array:
 
 
 @LOSSES.register("token_cross_entropy")
+@requires(Requires(batch=("text",), outputs=("token_logits",)))
 def token_cross_entropy(
     outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array], ctx: LossContext
 ) -> tuple[jax.Array, Metrics]:
-    """Batch mean of each example's mean next-token NLL over its targets (words + END).
+    """Each example's mean next-token NLL over its targets (words + END): (B,).
 
-    Metrics: `token_nll` (nats per target token, averaged per example, then over the
-    batch) and `token_accuracy` (argmax = target, same averaging).
+    Metrics: `token_nll` (nats per target token of the example) and `token_accuracy`
+    (argmax = target, averaged the same way).
     """
     logits = require_output(outputs, "token_logits", "token_cross_entropy").astype(jnp.float32)
     text = batch["text"]
@@ -44,5 +46,4 @@ def token_cross_entropy(
     count = jnp.maximum(jnp.sum(weights, axis=1), 1.0)
     token_nll = jnp.sum(nll * weights, axis=1) / count
     accuracy = jnp.sum(correct * weights, axis=1) / count
-    loss = jnp.mean(token_nll)
-    return loss, {"token_nll": loss, "token_accuracy": jnp.mean(accuracy)}
+    return token_nll, {"token_nll": token_nll, "token_accuracy": accuracy}
