@@ -31,10 +31,9 @@ from crossjax.checkpoint import Checkpoints, WorkdirLock
 from crossjax.config import config_to_dict, validate_config
 from crossjax.data.pipeline import DataPipeline, GatherBatch
 from crossjax.data.spec import dummy_batch
-from crossjax.evaluators import EvalContext, parse_evaluators
 from crossjax.errors import ConfigError, CrossjaxError
+from crossjax.evaluators import EvalContext, parse_evaluators
 from crossjax.losses import LossContext, build_loss
-from crossjax.requirements import check_requirements, requirements_of
 from crossjax.metric_writer import MetricWriter
 from crossjax.metrics.classification import (
     accuracy_from_confusion,
@@ -42,6 +41,7 @@ from crossjax.metrics.classification import (
     macro_f1_from_confusion,
 )
 from crossjax.models import build_model
+from crossjax.requirements import check_requirements, requirements_of
 
 log = logging.getLogger(__name__)
 _NO_NONFINITE = np.iinfo(np.int32).max
