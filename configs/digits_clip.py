@@ -17,7 +17,7 @@ import math
 
 import ml_collections
 
-from configs.digits_fusion import shrink_to_tiny
+from configs.common import embedded_data, is_tiny, optimizer, run_length, shrink_to_tiny
 from crossjax.config import base_config
 
 # Words of the descriptions' own templates (crossjax/data/digit_text.py).
@@ -28,14 +28,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = base_config()
     # Pairs repeat every ~45 steps and the test loss rises after ~500 steps (the towers
     # start to memorise draws), so training is short and the shared space small.
-    config.num_train_steps = 1000
-    config.batch_size = 256
-    config.log_every = 100
-    config.eval_every = 500
-    config.checkpoint_every = 500
-    config.data.name = "crossjax_digits"
-    config.data.modalities = ("image", "text")
-    config.data.max_text_len = 16
+    run_length(config, steps=1000, batch_size=256, eval_every=500)
+    embedded_data(config, ("image", "text"))
     config.model = ml_collections.ConfigDict(
         {
             "name": "two_tower",
@@ -56,11 +50,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         ),
         ("linear_probe", {"label_key": "label"}),
     )
-    config.optimizer.learning_rate = 2e-3
-    if variant == "tiny":
+    optimizer(config, 2e-3)
+    if is_tiny(variant):
         shrink_to_tiny(config)
         config.model.encoder_kwargs = {"image": {"channels": (4,)}, "text": {"embed_dim": 8}}
         config.model.embed_dim = 8
-    elif variant:
-        raise ValueError(f"unknown config variant {variant!r}; valid: tiny")
     return config

@@ -7,7 +7,14 @@ over their reconstructions to WORKDIR/images/. Tiny: `--config configs/digits_va
 
 import ml_collections
 
-from configs.digits_fusion import shrink_to_tiny
+from configs.common import (
+    best_checkpoint,
+    embedded_data,
+    is_tiny,
+    optimizer,
+    run_length,
+    shrink_to_tiny,
+)
 from crossjax.config import base_config
 
 
@@ -31,23 +38,15 @@ def use_image_vae(
         ("neg_elbo", 1.0, {"modality": "image", "likelihood": likelihood, "beta": 1.0}),
     )
     config.evaluators = (("reconstruction_images", {"modality": "image"}),)
-    config.best_metric = "neg_elbo"
-    config.best_mode = "min"
+    best_checkpoint(config, "neg_elbo", "min")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = base_config()
-    config.num_train_steps = 2000
-    config.batch_size = 128
-    config.log_every = 100
-    config.eval_every = 500
-    config.checkpoint_every = 500
-    config.data.name = "crossjax_digits"
-    config.data.modalities = ("image",)
+    run_length(config, steps=2000, batch_size=128, eval_every=500)
+    embedded_data(config, ("image",))
     use_image_vae(config, hidden=(256,), latent_dim=16)
-    config.optimizer.learning_rate = 1e-3
-    if variant == "tiny":
+    optimizer(config, 1e-3)
+    if is_tiny(variant):
         shrink_to_tiny(config)
-    elif variant:
-        raise ValueError(f"unknown config variant {variant!r}; valid: tiny")
     return config

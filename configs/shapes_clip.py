@@ -18,7 +18,7 @@ import math
 
 import ml_collections
 
-from configs.digits_fusion import shrink_to_tiny
+from configs.common import embedded_data, optimizer, run_length, shrink_to_tiny
 from crossjax.config import base_config, variant_flags
 
 # Prompt templates use only words of the caption grammar (crossjax/data/shape_captions.py),
@@ -52,14 +52,8 @@ def shapes_contrastive_config(
     config = base_config()
     # Batch 128 for twice the steps of batch 256 in the same time: zero-shot shape needs
     # the updates (at lr 1e-3: 0.85 after 1000 steps of 256; 0.93 after 1500 of 128).
-    config.num_train_steps = 1500
-    config.batch_size = 128
-    config.log_every = 100
-    config.eval_every = 500
-    config.checkpoint_every = 500
-    config.data.name = "crossjax_shapes"
-    config.data.modalities = ("image", "text")
-    config.data.max_text_len = 16
+    run_length(config, steps=1500, batch_size=128, eval_every=500)
+    embedded_data(config, ("image", "text"), name="crossjax_shapes")
     config.data.extra_features = ("color", "shape", "num_objects")
     config.model = ml_collections.ConfigDict(
         {
@@ -81,8 +75,7 @@ def shapes_contrastive_config(
     )
     # 3e-3 rather than 1e-3: zero-shot shape after 1500 steps rose from 0.93 to 0.99 for
     # CLIP and from 0.76 to 0.98 for SigLIP, whose log-scale otherwise barely moves.
-    config.optimizer.learning_rate = 3e-3
-    config.optimizer.warmup_steps = 100
+    optimizer(config, 3e-3, warmup_steps=100)
     flags = variant_flags(variant, ("tiny", "transformer"))
     if "transformer" in flags:
         # ViT + transformer text towers in bf16, sized for an accelerator's MFU
