@@ -80,6 +80,8 @@ def split_method(variant: str | None) -> tuple[str | None, str | None]:
     rest = parts.replace(f"_{method}_", "_", 1) if method else parts
     rest = rest.strip("_") or None
     try:
+        if variant is not None and "" in variant.split("_"):
+            raise ValueError("an empty flag")
         variant_flags(rest, FLAGS)
     except ValueError:
         raise ConfigError(
