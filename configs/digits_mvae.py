@@ -4,8 +4,8 @@ MVAE (product of experts, Wu & Goodman 2018) of image + text + audio of
 `crossjax_digits` with one shared latent, plus a contrastive `latent_alignment` term
 (as in Shi et al. 2021's contrastive MVAE). MVAE's unimodal ELBOs reconstruct only
 their own modality, so nothing teaches the audio expert where the image and text
-experts put a digit: audio -> image coherence stays at chance (0.10) without the term,
-0.90 with it (`:clean`). The `noalign` flag trains the paper's objective alone.
+experts put a digit: audio -> image coherence stays at chance without the term
+(results/config_choices.md). The `noalign` flag trains the paper's objective alone.
 
 A variant is a "_"-joined set of flags: `missing` removes one random modality from
 half of the training examples (`data.missing_fraction = 0.5`), `tiny` runs a few steps

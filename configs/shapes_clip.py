@@ -5,13 +5,12 @@ image tower and a bag-of-words text tower trained from scratch, evaluated by ima
 retrieval on 1,000 test pairs and by zero-shot colour and shape classification of the
 single-object test scenes. Tiny variant for tests: `--config configs/shapes_clip.py:tiny`.
 
-Why these towers (this config, 2 CPU cores): a ViT with 4x4 patches (width 64, depth 2)
-ran 10 steps/s against the CNN's 17 and reached zero-shot shape 0.30 against 0.99 after
-1500 steps (8x8 patches were fast but never learned shape either). A transformer text
-tower (width 64, depth 2) gave better retrieval R@1 (0.51 vs 0.45) but zero-shot shape
-0.87: prompts without a colour word are further from its training captions. Both are a
-config change away (`image_encoder="vit"`, `text_encoder="transformer"`); the
-`transformer` variant flag sets both, at accelerator size in bf16, for benchmarking.
+Why these towers: a small ViT was slower than the CNN on a CPU and never learned shape in
+this budget; a transformer text tower retrieved better but classified shape zero-shot
+worse, since prompts without a colour word are further from its training captions
+(measurements: results/config_choices.md). Both are a config change away
+(`image_encoder="vit"`, `text_encoder="transformer"`); the `transformer` variant flag
+sets both, at accelerator size in bf16, for benchmarking.
 """
 
 import math
