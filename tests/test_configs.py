@@ -28,12 +28,12 @@ VARIANTS = {
     "digits_mmvae": MULTIMODAL_VAE,
     "digits_mopoe": MULTIMODAL_VAE,
     "shapes_mvae": [*TINY, "missing"],
-    "shapes_clip": [*TINY, "transformer", "transformer_tiny"],
-    "shapes_siglip": [*TINY, "transformer_tiny"],
+    "shapes_clip": [*TINY, "transformer", "transformer_tiny", "siglip", "siglip_transformer_tiny"],
+    "digits_vae": [*TINY, "iwae", "iwae_tiny"],
     **{
         name: TINY
         for name in (
-            "digits_clip", "digits_vae", "digits_vae_iwae", "digits_text_seq_ae",
+            "digits_clip", "digits_text_seq_ae",
             "shapes_captioner", "mnist", "fashion_mnist", "svhn", "cifar10", "coco_captions",
             "spoken_digit", "mnist_svhn", "av_mnist", "polymnist", "files_manifest",
             "files_coco", "files_idx", "files_image_folder",
@@ -119,3 +119,12 @@ def test_unknown_fusion_variant_is_one_line_listing_the_registered_methods(varia
 def test_unknown_tiny_only_variant_is_rejected():
     with pytest.raises(ConfigError, match="unknown config variant 'huge'"):
         load_config_file(f"{CONFIGS / 'digits_vae.py'}:huge")
+
+
+def test_one_line_variants_replace_their_files():
+    clip, siglip = (load_config_file(f"{CONFIGS / 'shapes_clip.py'}{v}") for v in ("", ":siglip"))
+    assert [loss for loss, _ in clip.losses] == ["clip"] and clip.model.init_bias == 0.0
+    assert [loss for loss, _ in siglip.losses] == ["siglip"] and siglip.model.init_bias == -10.0
+    vae, iwae = (load_config_file(f"{CONFIGS / 'digits_vae.py'}{v}") for v in ("", ":iwae"))
+    assert dict(iwae.evaluators)["iwae_nll"]["num_samples"] == 64
+    assert "iwae_nll" not in dict(vae.evaluators)
