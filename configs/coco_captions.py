@@ -15,19 +15,15 @@ Also home of `image_vae_config`, the unlabelled-image VAE that configs/files_coc
 
 import ml_collections
 
+from configs.common import is_tiny, optimizer, run_length, tiny_catalog
 from configs.digits_vae import use_image_vae
-from configs.mnist import tiny_catalog
 from crossjax.config import base_config
 
 
 def image_vae_config(name: str, variant: str | None, *, tiny_splits: tuple[str, str]):
     """A Gaussian VAE of `image` (32x32 RGB) plus the caption contract (5 captions)."""
     config = base_config()
-    config.num_train_steps = 5000
-    config.batch_size = 128
-    config.log_every = 100
-    config.eval_every = 1000
-    config.checkpoint_every = 1000
+    run_length(config, steps=5000, batch_size=128, eval_every=1000, checkpoint_every=1000)
     config.data.name = name
     config.data.modalities = ("image", "text")
     config.data.label_key = ""
@@ -36,13 +32,11 @@ def image_vae_config(name: str, variant: str | None, *, tiny_splits: tuple[str, 
     config.data.max_text_len = 24
     config.data.all_captions = 5
     use_image_vae(config, hidden=(512,), latent_dim=32)
-    config.optimizer.learning_rate = 1e-3
-    if variant == "tiny":
+    optimizer(config, 1e-3)
+    if is_tiny(variant):
         tiny_catalog(config, *tiny_splits)
         config.model.hidden = (64,)
         config.model.latent_dim = 8
-    elif variant:
-        raise ValueError(f"unknown config variant {variant!r}; valid: tiny")
     return config
 
 

@@ -4,8 +4,8 @@ MVAE (product of experts, Wu & Goodman 2018) of image + text + audio of
 `crossjax_digits` with one shared latent, plus a contrastive `latent_alignment` term
 (as in Shi et al. 2021's contrastive MVAE). MVAE's unimodal ELBOs reconstruct only
 their own modality, so nothing teaches the audio expert where the image and text
-experts put a digit: audio -> image coherence stays at chance (0.10) without the term,
-0.90 with it (`:clean`). The `noalign` flag trains the paper's objective alone.
+experts put a digit: audio -> image coherence stays at chance without the term
+(results/config_choices.md). The `noalign` flag trains the paper's objective alone.
 
 A variant is a "_"-joined set of flags: `missing` removes one random modality from
 half of the training examples (`data.missing_fraction = 0.5`), `tiny` runs a few steps
@@ -19,10 +19,16 @@ from pathlib import Path
 
 import ml_collections
 
-from configs.digits_fusion import shrink_to_tiny
+from configs.common import (
+    DIGITS_MODALITIES,
+    best_checkpoint,
+    embedded_data,
+    optimizer,
+    run_length,
+    shrink_to_tiny,
+)
 from crossjax.config import base_config, variant_flags
 
-MODALITIES = ("image", "text", "audio")
 FLAGS = ("tiny", "missing", "clean")  # a variant joins any of them with "_"
 # The digit is worth little in each likelihood (0.9 nats of the image's Bernoulli NLL,
 # about 2 of the text's), so at beta = 1 the latent collapses to a few nats that do
@@ -78,7 +84,7 @@ def multimodal_vae_config(
     *,
     extra_flags: tuple[str, ...] = (),
     dataset: str = "crossjax_digits",
-    modalities: tuple[str, ...] = MODALITIES,
+    modalities: tuple[str, ...] = DIGITS_MODALITIES,
     model_fields: dict | None = None,
 ) -> ml_collections.ConfigDict:
     """A multimodal VAE with `posterior` trained by `loss` (kwargs `loss_kwargs`, plus the
@@ -88,16 +94,9 @@ def multimodal_vae_config(
     if "clean" in flags and dataset != "crossjax_digits":
         raise ValueError(f"config variant {variant!r}: the clean flag is for crossjax_digits only")
     config = base_config()
-    config.num_train_steps = 1500
-    config.batch_size = 128
-    config.log_every = 250
-    config.eval_every = 0
-    config.checkpoint_every = 500
-    config.best_metric = "neg_elbo"
-    config.best_mode = "min"
-    config.data.name = dataset
-    config.data.modalities = modalities
-    config.data.max_text_len = 16
+    run_length(config, steps=1500, batch_size=128, log_every=250)
+    best_checkpoint(config, "neg_elbo", "min")
+    embedded_data(config, modalities, name=dataset)
     # The text decoder predicts every word of the vocabulary at every position, so its
     # cost grows with the vocabulary: 256 words keep the digit words and most typos
     # (a text-only classifier: 0.831 test accuracy vs 0.836 with all 469 words).
@@ -125,9 +124,7 @@ def multimodal_vae_config(
         config.data.name = f"{dataset}/clean"
     config.evaluators = generation_evaluators(dataset, modalities, judge)
 
-    config.optimizer.learning_rate = 2e-3
-    if "clean" in flags:
-        config.optimizer.weight_decay = CLEAN_WEIGHT_DECAY
+    optimizer(config, 2e-3, weight_decay=CLEAN_WEIGHT_DECAY if "clean" in flags else None)
     if "missing" in flags:
         config.data.missing_fraction = 0.5
     if "tiny" in flags:

@@ -10,20 +10,15 @@ reconstructions. Tiny variant for tests: `--config configs/digits_text_seq_ae.py
 
 import ml_collections
 
-from configs.digits_fusion import shrink_to_tiny
+from configs.common import embedded_data, is_tiny, optimizer, run_length, shrink_to_tiny
 from crossjax.config import base_config
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = base_config()
-    config.num_train_steps = 1500
-    config.batch_size = 128
-    config.log_every = 100
-    config.checkpoint_every = 500
-    config.data.name = "crossjax_digits"
-    config.data.modalities = ("text",)
+    run_length(config, steps=1500, batch_size=128)
+    embedded_data(config, ("text",))
     config.data.label_key = ""
-    config.data.max_text_len = 16
     config.model = ml_collections.ConfigDict(
         {
             "name": "seq_autoencoder",
@@ -39,14 +34,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     )
     config.losses = (("token_cross_entropy", 1.0),)
     config.evaluators = (("captioning", {"name": "reconstruction", "beam_size": 4}),)
-    config.optimizer.learning_rate = 3e-3
-    if variant == "tiny":
+    optimizer(config, 3e-3)
+    if is_tiny(variant):
         shrink_to_tiny(config)
         config.model.encoder_kwargs = {"embed_dim": 8, "hidden": 16}
         config.model.latent_dim = 8
         config.model.embed_dim = 8
         config.model.hidden = 16
         config.evaluators = (("captioning", {"name": "reconstruction", "beam_size": 2}),)
-    elif variant:
-        raise ValueError(f"unknown config variant {variant!r}; valid: tiny")
     return config

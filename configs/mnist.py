@@ -6,29 +6,13 @@ fusion classifier on `image` (CNN encoder). Preparing mnist once needs TensorFlo
 elsewhere with file_format='array_record'. Tiny variant (8 steps on the first 512 train
 and 256 test digits): `--config configs/mnist.py:tiny`.
 
-Also home of the helpers the other catalog configs share.
+Also home of `catalog_classifier`, which the other catalog configs share.
 """
 
 import ml_collections
 
+from configs.common import TINY_EVAL, TINY_TRAIN, is_tiny, run_length, tiny_catalog
 from configs.digits_fusion import classifier_config
-
-TINY_TRAIN, TINY_EVAL = 512, 256
-
-
-def tiny_catalog(config: ml_collections.ConfigDict, train_split: str, eval_split: str) -> None:
-    """A few small steps on the given (small) splits: for tests and smoke runs."""
-    config.num_train_steps = 8
-    config.batch_size = 16
-    config.log_every = 4
-    config.eval_every = 0
-    config.checkpoint_every = 4
-    config.optimizer.warmup_steps = 2
-    config.data.train_split, config.data.eval_split = train_split, eval_split
-    if config.model.name == "fusion_classifier":
-        config.model.features = 32
-        config.model.hidden = (64,)
-        config.model.image_encoder = "mlp"  # compiles fast
 
 
 def catalog_classifier(
@@ -49,14 +33,10 @@ def catalog_classifier(
     for key, value in data_fields.items():
         config.data[key] = value
     config.model.image_encoder = image_encoder
-    config.num_train_steps = 3000
-    config.eval_every = 1000
-    config.checkpoint_every = 1000
-    if variant == "tiny":
+    run_length(config, steps=3000, batch_size=128, eval_every=1000, checkpoint_every=1000)
+    if is_tiny(variant):
         train, test = splits
         tiny_catalog(config, *(tiny_splits or (f"{train}[:{TINY_TRAIN}]", f"{test}[:{TINY_EVAL}]")))
-    elif variant:
-        raise ValueError(f"unknown config variant {variant!r}; valid: tiny")
     return config
 
 

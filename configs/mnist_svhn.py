@@ -8,16 +8,14 @@ models and losses; this config trains the fusion classifier on the MNIST view.
 Tiny (pairing of the first 300 digits, 2 partners): `--config configs/mnist_svhn.py:tiny`.
 """
 
-from configs.digits_fusion import shrink_to_tiny
-from configs.mnist import catalog_classifier, tiny_catalog
+from configs.common import is_tiny, shrink_to_tiny, tiny_catalog
+from configs.mnist import catalog_classifier
 
 
 def get_config(variant: str | None = None):
     config = catalog_classifier("crossjax_mnist_svhn", ("image", "image_svhn"), None)
     config.model.modalities = ("image",)
-    if variant == "tiny":
+    if is_tiny(variant):
         shrink_to_tiny(config)  # -> crossjax_mnist_svhn/tiny
         tiny_catalog(config, "train", "test")
-    elif variant:
-        raise ValueError(f"unknown config variant {variant!r}; valid: tiny")
     return config

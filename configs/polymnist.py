@@ -8,8 +8,8 @@ this config trains the fusion classifier on view m0.
 Tiny (first 300 digits, 3 views): `--config configs/polymnist.py:tiny`.
 """
 
-from configs.digits_fusion import shrink_to_tiny
-from configs.mnist import catalog_classifier, tiny_catalog
+from configs.common import is_tiny, shrink_to_tiny, tiny_catalog
+from configs.mnist import catalog_classifier
 
 NUM_VIEWS = 5
 
@@ -19,9 +19,7 @@ def get_config(variant: str | None = None):
     modalities = ("image", *(f"image_m{v}" for v in range(1, views)))
     config = catalog_classifier("crossjax_polymnist", modalities, None)
     config.model.modalities = ("image",)
-    if variant == "tiny":
+    if is_tiny(variant):
         shrink_to_tiny(config)  # -> crossjax_polymnist/tiny
         tiny_catalog(config, "train", "test")
-    elif variant:
-        raise ValueError(f"unknown config variant {variant!r}; valid: tiny")
     return config

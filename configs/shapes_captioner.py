@@ -9,19 +9,17 @@ The "captioning" evaluator decodes the 2,000 test scenes greedily and with beam 
 scenes whose parsed caption gets every colour, shape, size and the relation right.
 Tiny variant for tests: `--config configs/shapes_captioner.py:tiny`.
 
-Why this model (2-core CPU; caption_attribute_accuracy with beam search): single-object
-scenes are easy (0.999 for every variant); two-object scenes need each colour bound to
-its shape and which object is left / upper. Plain Show and Tell with the globally pooled
-"cnn" encoder reached 0.38 after 1,500 steps of batch 128 (the relation at chance); a
-flattened conv map instead of the pool 0.57-0.69; attention over the grid with learned
-position embeddings 0.71-0.73 (it swapped the two objects in 43% of two-object scenes);
-adding the cell coordinates to the attended features 0.86 after 3,000 steps of batch 64
-and 0.95 after 4,500. Halving the LSTM (hidden 128) cost accuracy (0.82 after 4,000).
+Why this model: single-object scenes are easy for every variant tried; two-object scenes
+need each colour bound to its shape and which object is left / upper. The globally
+pooled encoder left the relation at chance, attention over the grid with learned position
+embeddings swapped the two objects, and adding the cell coordinates to the attended
+features fixed most of that; a smaller LSTM cost accuracy (measurements:
+results/config_choices.md).
 """
 
 import ml_collections
 
-from configs.digits_fusion import shrink_to_tiny
+from configs.common import embedded_data, is_tiny, optimizer, run_length, shrink_to_tiny
 from crossjax.config import base_config
 
 SCENE_FEATURES = ("color", "shape", "size", "relation", "num_objects")
@@ -31,13 +29,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = base_config()
     # Batch 64 for more updates in the same time: binding colours to shapes in two-object
     # scenes keeps improving with the number of steps.
-    config.num_train_steps = 4500
-    config.batch_size = 64
-    config.log_every = 100
-    config.checkpoint_every = 1500
-    config.data.name = "crossjax_shapes"
-    config.data.modalities = ("image", "text")
-    config.data.max_text_len = 16
+    run_length(config, steps=4500, batch_size=64, checkpoint_every=1500)
+    embedded_data(config, ("image", "text"), name="crossjax_shapes")
     config.data.extra_features = SCENE_FEATURES  # ground truth for the attribute accuracy
     config.model = ml_collections.ConfigDict(
         {
@@ -56,9 +49,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     )
     config.losses = (("token_cross_entropy", 1.0),)
     config.evaluators = (("captioning", {"beam_size": 4, "attribute_accuracy": True}),)
-    config.optimizer.learning_rate = 3e-3
-    config.optimizer.warmup_steps = 100
-    if variant == "tiny":
+    optimizer(config, 3e-3, warmup_steps=100)
+    if is_tiny(variant):
         shrink_to_tiny(config)
         config.model.encoder_kwargs.channels = (4, 8)
         config.model.features = 16
@@ -68,6 +60,4 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         config.evaluators = (
             ("captioning", {"beam_size": 2, "attribute_accuracy": True, "num_pictures": 4}),
         )
-    elif variant:
-        raise ValueError(f"unknown config variant {variant!r}; valid: tiny")
     return config

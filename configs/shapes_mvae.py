@@ -1,8 +1,8 @@
 """python scripts/train.py --config configs/shapes_mvae.py --workdir runs/shapes_mvae
 
 MVAE (product of experts) of the images and captions of `crossjax_shapes` with a shared
-latent: a small CNN image encoder and MLP decoders (`image_decoder="deconv"` with a
-(32, 64) CNN made a step 80x slower on a 2-core CPU: 4.7 s). Variants as in
+latent: a small CNN image encoder and MLP decoders (a `"deconv"` image decoder made
+a CPU step far slower: results/config_choices.md). Variants as in
 configs/digits_mvae.py (`:missing`: half of the training examples lack the image or the
 caption).
 """

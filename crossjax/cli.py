@@ -37,6 +37,8 @@ def run(main: Callable[[list[str]], None]) -> None:
         remaining = flags.FLAGS(sys.argv)
     except flags.Error as e:
         fail(f"bad flag: {_last_line(e)}")
+    except CrossjaxError as e:  # a config file's get_config rejected its variant
+        fail(str(e))
     except (KeyError, AttributeError) as e:  # ml_collections: override of an unknown field
         fail(f"unknown config field {_last_line(e)} in the --config.* flags; check its spelling")
     except (TypeError, ValueError) as e:  # ml_collections: override of the wrong type

@@ -1,7 +1,9 @@
 """Train several fusion methods and compare them in one Markdown table and one plot.
 
-`scripts/compare.py` is the command line; `compare(configs, out_dir)` does the work:
-each method is trained by `crossjax.train.train_and_evaluate` in OUT/<method> (a method
+`scripts/compare.py` is the command line; `compare(configs, out_dir)` does the work.
+The methods are the fusion registry's (`methods()`), each trained from its variant of
+configs/digits_fusion.py (`method_config`, e.g. `digits_fusion.py:film`). Each method is
+trained by `crossjax.train.train_and_evaluate` in OUT/<method> (a method
 whose workdir already holds the final test record is not retrained), its train step is
 timed, and OUT/README.md (the table), OUT/robustness.png (accuracy vs noise scale per
 method, one panel per modality) and OUT/results.json (every number) are written; an
@@ -17,7 +19,6 @@ results.json as `loop_steps_per_s`.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import logging
 import statistics
@@ -29,11 +30,14 @@ import jax
 import ml_collections
 
 from crossjax import sharding
+from crossjax.config import load_config_file
 from crossjax.data.pipeline import DataPipeline
+from crossjax.errors import ConfigError
+from crossjax.models.fusion_methods import FUSIONS
 
 log = logging.getLogger(__name__)
 
-METHODS = ("concat", "early_concat", "sum", "gated", "tfn", "lmf", "film", "cross_attention")
+FUSION_CONFIG = "digits_fusion.py"  # the config file whose variants are the methods
 MODALITIES = ("image", "text", "audio")
 _WARMUP_STEPS = 3
 
@@ -50,18 +54,24 @@ class MethodResult:
     curves: dict | None  # the run's robustness.json, when it has one
 
 
-def config_path(method: str, config_dir: str | Path) -> Path:
-    """configs/digits_fusion.py for concat, configs/digits_fusion_<method>.py otherwise."""
-    name = "digits_fusion" if method == "concat" else f"digits_fusion_{method}"
-    return Path(config_dir) / f"{name}.py"
+def methods() -> list[str]:
+    """Every registered fusion method (crossjax.models.fusion_methods.FUSIONS), sorted."""
+    return FUSIONS.names()
 
 
-def load_config(path: str | Path, variant: str | None = None) -> ml_collections.ConfigDict:
-    """`get_config(variant)` of a config file (its own imports must be on sys.path)."""
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant) if variant else module.get_config()
+def config_spec(method: str, variant: str | None = None, config_dir: str | Path = "configs") -> str:
+    """The `--config` value that trains `method`: "configs/digits_fusion.py:<method>[_<variant>]"."""
+    return f"{Path(config_dir) / FUSION_CONFIG}:{method}" + (f"_{variant}" if variant else "")
+
+
+def method_config(
+    method: str, variant: str | None = None, config_dir: str | Path = "configs"
+) -> ml_collections.ConfigDict:
+    """The config of `method` (variant flags such as "tiny" joined on); ConfigError for an
+    unknown method or variant."""
+    if method not in FUSIONS:
+        raise ConfigError(f"unknown fusion method {method!r}; valid: {', '.join(methods())}")
+    return load_config_file(config_spec(method, variant, config_dir))
 
 
 def prepare_config(
@@ -239,8 +249,8 @@ def write_report(
         f"# Fusion methods on `{dataset}`",
         "",
         f"Made by `{command or 'scripts/compare.py'}`: every method trained for {steps} "
-        "steps from its config (`configs/digits_fusion*.py`), then evaluated once on the "
-        "test split.",
+        "steps from its config (`configs/digits_fusion.py:<method>`), then evaluated once on "
+        "the test split.",
         "",
         markdown_table(results),
         "",

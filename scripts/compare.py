@@ -3,8 +3,9 @@
     python scripts/compare.py --out results/fusion [--steps 1500] \
         [--methods concat,gated] [--timing_steps 50] [--variant tiny] [--seed 1]
 
-Each method trains in OUT/<method> from configs/digits_fusion[_<method>].py; rerunning
-skips finished methods. Writes OUT/README.md, OUT/robustness.png and OUT/results.json.
+The methods are those registered in the fusion registry (default: all); each trains in
+OUT/<method> from configs/digits_fusion.py:<method>[_<variant>]; rerunning skips finished
+methods. Writes OUT/README.md, OUT/robustness.png and OUT/results.json.
 """
 
 import sys
@@ -19,25 +20,20 @@ from crossjax import cli  # noqa: E402
 
 _OUT = flags.DEFINE_string("out", "results/fusion", "Directory for the runs and the report.")
 _STEPS = flags.DEFINE_integer("steps", None, "Train steps per method (default: the config's).")
-_METHODS = flags.DEFINE_list("methods", None, "Fusion methods to compare (default: all).")
+_METHODS = flags.DEFINE_list(
+    "methods", None, "Fusion methods to compare (default: every registered one)."
+)
 _TIMING_STEPS = flags.DEFINE_integer("timing_steps", 50, "Train steps timed per method.")
-_VARIANT = flags.DEFINE_string("variant", None, "Config variant, e.g. tiny.")
+_VARIANT = flags.DEFINE_string("variant", None, "Config variant flags, e.g. tiny or clean.")
 _SEED = flags.DEFINE_integer("seed", None, "config.seed of every method (default: the config's).")
 
 
 def main(argv: list[str]) -> None:
     del argv
     from crossjax import compare
-    from crossjax.errors import ConfigError
 
-    methods = _METHODS.value or list(compare.METHODS)
-    unknown = [m for m in methods if m not in compare.METHODS]
-    if unknown:
-        raise ConfigError(f"unknown method {unknown[0]!r}; valid: {', '.join(compare.METHODS)}")
-    configs = {
-        m: compare.load_config(compare.config_path(m, ROOT / "configs"), _VARIANT.value)
-        for m in methods
-    }
+    methods = _METHODS.value or compare.methods()
+    configs = {m: compare.method_config(m, _VARIANT.value, ROOT / "configs") for m in methods}
     if _SEED.value is not None:
         for config in configs.values():
             config.seed = _SEED.value

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from crossjax.models.fusion_methods import FUSIONS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "configs/digits_fusion.py:tiny"
 
@@ -68,6 +70,14 @@ def test_missing_config_file(tmp_path):
         code == 2
         and err.strip().splitlines()[-1] == "error: config file configs/nope.py does not exist"
     )
+
+
+def test_unknown_config_variant_lists_the_fusion_methods(tmp_path):
+    code, _, err = _run("train", "--config=configs/digits_fusion.py:nope", f"--workdir={tmp_path}")
+    assert code == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: unknown config variant 'nope' of configs/digits_fusion.py")
+    assert f"one fusion method ({', '.join(FUSIONS.names())})" in last
 
 
 def test_unwritable_workdir(tmp_path):

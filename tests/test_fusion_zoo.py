@@ -21,7 +21,8 @@ from crossjax.evaluators.robustness import normalised_auc
 from crossjax.models import build_model
 from crossjax.models.fusion_methods import FUSIONS, LowRankFusion, TensorFusion
 
-METHODS = compare.METHODS
+METHODS = FUSIONS.names()
+ZOO = [m for m in METHODS if m != "concat"]  # concat keeps the caller's order on purpose
 WIDTHS = {"image": 3, "text": 4, "audio": 5}  # unequal on purpose
 SMALL = {  # fusion_kwargs that keep every method tiny
     "concat": {},
@@ -107,7 +108,7 @@ def test_fusion_with_one_or_two_modalities(method, modalities):
     check_fusion(lambda fusion, *args: fusion.apply(*args), method, modalities)
 
 
-@pytest.mark.parametrize("method", METHODS[1:])
+@pytest.mark.parametrize("method", ZOO)
 def test_zoo_methods_do_not_depend_on_dict_order(method):
     fusion, variables = initialised(method, ("image", "text", "audio"))
     embeddings, present = embeddings_and_presence(("image", "text", "audio"))
@@ -254,18 +255,6 @@ def test_fusion_config_errors(method, kwargs, match):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("method", METHODS[1:])
-def test_each_method_config_file_builds(method):
-    config = compare.load_config(compare.config_path(method, "configs"), "tiny")
-    assert config.model.fusion == method and "robustness" in config.evaluators
-    spec = DataSpec(SPEC.modalities, 10, 50, 16, (8, 8, 1), (2000,))
-    model = build_model(config.model, spec)
-    batch = {"image": np.zeros((2, 8, 8, 1)), "text": np.zeros((2, 16), np.int32)}
-    batch.update(text_mask=np.ones((2, 16), bool), audio=np.zeros((2, 2000)))
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), batch)["params"])
-    assert jax.tree.leaves(shapes)
-
-
 # --- robustness evaluator -------------------------------------------------------
 
 ROBUST_SPEC = DataSpec(("image", "text"), num_classes=10, vocab_size=12, max_text_len=5)
@@ -350,10 +339,17 @@ def test_normalised_auc():
 # --- comparison ------------------------------------------------------------------
 
 
+def test_compare_methods_are_the_fusion_registry():
+    assert compare.methods() == FUSIONS.names()
+    assert compare.config_spec("film", "tiny") == "configs/digits_fusion.py:film_tiny"
+    assert compare.method_config("early_concat").model.fusion == "early_concat"
+    with pytest.raises(ConfigError, match=r"unknown fusion method 'nope'; valid: concat, ") as e:
+        compare.method_config("nope")
+    assert "\n" not in str(e.value)
+
+
 def test_compare_writes_table_and_plot_and_skips_finished_runs(tmp_path, monkeypatch):
-    configs = {
-        m: compare.load_config(compare.config_path(m, "configs"), "tiny") for m in ("concat", "sum")
-    }
+    configs = {m: compare.method_config(m, "tiny") for m in ("concat", "sum")}
     for config in configs.values():
         # Fewer compilations and passes: this test checks the plumbing, not the numbers.
         config.num_devices = 1  # compiling for 8 fake devices doubles this test's time

@@ -9,7 +9,7 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from configs import digits_vae_iwae
+from configs import digits_vae
 from crossjax import train as train_lib
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
@@ -357,7 +357,7 @@ def test_iwae_loss_trains_and_needs_apply_fn():
 
 
 def test_digits_vae_iwae_tiny_trains_and_reports_iwae_nll(tmp_path):
-    config = digits_vae_iwae.get_config("tiny")
+    config = digits_vae.get_config("iwae_tiny")
     config.evaluators = (("iwae_nll", {"num_samples": 8, "chunk_size": 4}),)
     ((name, weight, kwargs),) = config.losses
     config.losses = ((name, weight, {**kwargs, "warmup_steps": 4}),)  # done by step 8
@@ -366,5 +366,5 @@ def test_digits_vae_iwae_tiny_trains_and_reports_iwae_nll(tmp_path):
     assert metrics["iwae_nll"] < metrics["neg_elbo"]
     # Evaluated at the trained step, past the warm-up: the loss holds the full KL term.
     assert metrics["loss"] == pytest.approx(metrics["neg_elbo"], rel=1e-5)
-    evaluators = dict(digits_vae_iwae.get_config().evaluators)
+    evaluators = dict(digits_vae.get_config("iwae").evaluators)
     assert evaluators["iwae_nll"]["num_samples"] == 64
