@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from crossjax.errors import ConfigError
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators.base import EVALUATORS, EvalContext
 from crossjax.metric_writer import image_grid
 from crossjax.metrics.captioning import (
     SCENE_ATTRIBUTES,

@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from crossjax.errors import ConfigError
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators.base import EVALUATORS, EvalContext
 from crossjax.metrics.retrieval import retrieval_metrics
 from crossjax.registry import import_from_path
 from crossjax.sharding import DATA_AXIS, to_host

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossjax.errors import ConfigError
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators.base import EVALUATORS, EvalContext
 from crossjax.generation import check_modalities, decode_ids, jitted_generate
 from crossjax.metric_writer import image_grid
 from crossjax.sharding import to_host

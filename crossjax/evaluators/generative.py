@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from crossjax.errors import ConfigError
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators.base import EVALUATORS, EvalContext
 from crossjax.losses.generative import check_likelihood, iwae_bound, iwae_log_weights
 from crossjax.sharding import to_host
 

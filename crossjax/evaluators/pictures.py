@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators.base import EVALUATORS, EvalContext
 from crossjax.metric_writer import image_grid
 from crossjax.sharding import to_host
 

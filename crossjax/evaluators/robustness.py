@@ -28,7 +28,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators.base import EVALUATORS, EvalContext
 from crossjax.sharding import to_host
 
 log = logging.getLogger(__name__)
