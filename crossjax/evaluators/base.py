@@ -22,6 +22,7 @@ import numpy as np
 
 from crossjax.errors import ConfigError
 from crossjax.registry import Registry
+from crossjax.requirements import Requires, requirements_of
 from crossjax.sharding import to_host
 
 EVALUATORS: Registry[Callable[..., dict[str, float]]] = Registry("evaluator")
@@ -34,19 +35,24 @@ class EvalContext:
     predict(batch) -> outputs: the model in eval mode (jitted, fixed rng), params bound.
     batches(): one pass over the eval split as (global batch, valid) pairs; `valid` (B,)
       numpy bool marks real rows (the last batch is padded).
+    workdir: the run's workdir, or None (e.g. an evaluation that writes nothing).
     """
 
     config: Any
     spec: Any
     params: Any
     step: int
-    workdir: Path
+    workdir: Path | None
     writer: Any
     predict: Callable[[dict], dict]
     batches: Callable[[], Iterator[tuple[dict, np.ndarray]]]
     model: Any = None
     mesh: Any = None
     vocab: Any = None  # crossjax.data.text.Vocabulary of the run, when it has text
+    # restore_run(workdir) -> (experiment, step, params) of another run's latest
+    # checkpoint (the coherence judge). The trainer passes it in (see
+    # crossjax.checkpoint.restore_experiment): evaluators never import the trainer.
+    restore_run: Callable[[Path], tuple[Any, int, Any]] | None = None
 
     def gather(self, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """Concatenated numpy outputs and batch entries over the eval split (valid rows only).
@@ -63,6 +69,14 @@ class EvalContext:
                     if v.ndim and v.shape[0] == valid.shape[0]:
                         parts.setdefault(k, []).append(v[valid])
         return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def evaluator_requirements(
+    parsed: list[tuple[str, Callable[..., dict[str, float]], dict]],
+) -> list[tuple[str, Requires]]:
+    """[("evaluator 'name'", what it reads)] for `parse_evaluators`' output, for
+    `crossjax.requirements.check_requirements` before the first step."""
+    return [(f"evaluator {name!r}", requirements_of(fn, kwargs)) for name, fn, kwargs in parsed]
 
 
 def parse_evaluators(spec) -> list[tuple[str, Callable[..., dict[str, float]], dict]]:
