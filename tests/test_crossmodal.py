@@ -193,3 +193,20 @@ def test_relative_judge_needs_a_run_workdir(data, tmp_path):
     ctx.workdir = None
     with pytest.raises(ConfigError, match="absolute path"):
         EVALUATORS.get("coherence")(ctx, classifiers={"image": {"workdir": "judge"}})
+
+
+def test_judge_restore_comes_from_the_caller(data, classifier, tmp_path):
+    from crossjax.errors import CrossjaxError
+    from crossjax.evaluators import crossmodal
+
+    crossmodal._CLASSIFIERS.clear()  # not restored yet in this process
+    ctx = _ctx(data, CopyOrBlank(True), tmp_path, restore_run=None)
+    with pytest.raises(CrossjaxError, match="no restore_run"):
+        EVALUATORS.get("coherence")(ctx, classifiers={"image": classifier})
+
+
+def test_load_generator_restores_a_run_and_its_eval_split(classifier):
+    gen = runs.load_generator(classifier["workdir"])
+    batch = gen.eval_examples(3)
+    assert batch["image"].shape == (3, 8, 8, 1) and "valid" not in batch
+    assert gen.spec.modalities == ("image",)
