@@ -19,8 +19,10 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
@@ -393,3 +395,33 @@ class WorkdirLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def restore_experiment(
+    workdir: str | os.PathLike, build: Callable[[Any, Any], Any], checkpoint: int | str = "latest"
+) -> tuple[Any, int, Any]:
+    """(experiment, step, params) of `checkpoint` ("latest", "best" or a step) of the run in
+    `workdir`: `build(config, workdir_path)` makes the experiment from the run's saved config
+    (an ml_collections.ConfigDict) and its `abstract_state()` says where the arrays land.
+
+    Generic so that modules below the trainer can restore runs too (the trainer hands
+    evaluators `functools.partial(restore_experiment, build=...)`); scripts and notebooks
+    use `crossjax.runs.restore_run`.
+    """
+    path = Path(workdir)
+    if not (path / "checkpoints").exists():
+        raise CrossjaxError(f"no checkpoints in {workdir}; train there first with scripts/train.py")
+    with Checkpoints(path / "checkpoints", save_every=1) as reader:
+        latest = reader.read_config("latest")  # how this run ranks its checkpoints
+    ckpts = Checkpoints(
+        path / "checkpoints",
+        save_every=1,
+        best_metric=latest.get("best_metric") or None,
+        best_mode=latest.get("best_mode", "max"),
+    )
+    try:
+        experiment = build(ml_collections.ConfigDict(ckpts.read_config(checkpoint)), path)
+        restored = ckpts.restore(experiment.abstract_state(), checkpoint)
+        return experiment, restored.step, restored.state.params
+    finally:
+        ckpts.close()

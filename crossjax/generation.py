@@ -1,6 +1,6 @@
 """Cross-modal generation with a trained multimodal VAE: encode any subset, decode any modality.
 
-    gen = CrossModalGenerator.from_workdir("runs/digits_mvae")
+    gen = crossjax.runs.load_generator("runs/digits_mvae")
     batch = gen.text_batch(["a handwritten seven", "the digit 3"])
     images = gen(batch, sources=("text",), targets=("image",))["image"]  # (2, 8, 8, 1)
 
@@ -72,7 +72,8 @@ def check_modalities(
 
 @dataclasses.dataclass
 class CrossModalGenerator:
-    """A trained generative model with its parameters, data spec and vocabulary."""
+    """A trained generative model with its parameters, data spec and vocabulary
+    (`crossjax.runs.load_generator` restores one from a workdir)."""
 
     model: Any
     params: Any
@@ -80,18 +81,12 @@ class CrossModalGenerator:
     vocab: Any = None
     data: Any = None  # the run's DataPipeline, when restored from a workdir
 
-    @classmethod
-    def from_workdir(cls, workdir: str, checkpoint: str | int = "latest") -> CrossModalGenerator:
-        """Restores `checkpoint` of the run in `workdir` (see `crossjax.train.restore_run`)."""
-        from crossjax.train import restore_run  # local: the trainer imports the world
-
-        exp, _, params = restore_run(workdir, checkpoint)
-        return cls(exp.model, params, exp.data.spec, exp.data.vocab, exp.data)
-
     def eval_examples(self, num: int) -> dict[str, np.ndarray]:
         """The first `num` examples of the run's eval split, as one numpy batch."""
         if self.data is None:
-            raise ConfigError("eval_examples needs a generator restored with from_workdir")
+            raise ConfigError(
+                "eval_examples needs a generator restored with crossjax.runs.load_generator"
+            )
         batch = next(iter(self.data.eval_batches(max(num, 1))))
         valid = batch.pop("valid")
         return {k: v[valid][:num] for k, v in batch.items()}

@@ -11,7 +11,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import signal
 import time
 from collections.abc import Callable
@@ -695,40 +694,3 @@ def _warn_config_changes(saved: dict, current: dict) -> None:
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if changed:
         log.warning("Config differs from the checkpoint's in: %s", ", ".join(changed))
-
-
-def restore_run(workdir: str, checkpoint: str | int = "latest") -> tuple[Experiment, int, Any]:
-    """The run in `workdir` rebuilt from its saved config: (experiment, step, params) of
-    `checkpoint` ("latest", "best" or a step), on this process's devices."""
-    workdir_path = Path(workdir)
-    if not (workdir_path / "checkpoints").exists():
-        raise CrossjaxError(f"no checkpoints in {workdir}; train there first with scripts/train.py")
-    with Checkpoints(workdir_path / "checkpoints", save_every=1) as reader:
-        latest = reader.read_config("latest")  # how this run ranks its checkpoints
-    ckpts = Checkpoints(
-        workdir_path / "checkpoints",
-        save_every=1,
-        best_metric=latest.get("best_metric") or None,
-        best_mode=latest.get("best_mode", "max"),
-    )
-    try:
-        config = ml_collections.ConfigDict(ckpts.read_config(checkpoint))
-        mesh = make_mesh(config)
-        data = open_data(config, workdir_path)
-        exp = Experiment(config, data, mesh)
-        restored = ckpts.restore(exp.abstract_state(), checkpoint)
-        return exp, restored.step, restored.state.params
-    finally:
-        ckpts.close()
-
-
-def evaluate_checkpoint(
-    workdir: str, checkpoint: str | int = "latest"
-) -> tuple[int, dict[str, float]]:
-    """Restores `checkpoint` of the run in `workdir` and evaluates it on its eval split."""
-    exp, step, params = restore_run(workdir, checkpoint)
-    return step, exp.evaluate(params, step=step)
-
-
-def format_metrics(metrics: dict[str, float]) -> str:
-    return json.dumps({k: (round(v, 6) if math.isfinite(v) else None) for k, v in metrics.items()})

@@ -21,7 +21,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv: list[str]) -> None:
     del argv
-    from crossjax.train import evaluate_checkpoint, format_metrics
+    from crossjax.runs import evaluate_checkpoint, format_metrics
 
     which = _CHECKPOINT.value
     checkpoint = int(which) if which.isdigit() else which

@@ -37,8 +37,8 @@ def main(argv: list[str]) -> None:
     import numpy as np
 
     from crossjax.errors import ConfigError
-    from crossjax.generation import CrossModalGenerator
     from crossjax.metric_writer import image_grid, save_png
+    from crossjax.runs import load_generator
 
     which = _CHECKPOINT.value
     checkpoint = int(which) if which.isdigit() else which
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> None:
         raise ConfigError("--text prompts need --sources text")
     if _NUM.value < 1:
         raise ConfigError(f"--num={_NUM.value}; valid: >= 1")
-    gen = CrossModalGenerator.from_workdir(_WORKDIR.value, checkpoint)
+    gen = load_generator(_WORKDIR.value, checkpoint)
     batch = gen.text_batch(_TEXT.value) if _TEXT.value else gen.eval_examples(_NUM.value)
     out = gen(batch, sources=sources, targets=targets, sample=_SAMPLE.value, seed=_SEED.value)
     name = "+".join(sources)

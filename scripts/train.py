@@ -42,7 +42,8 @@ def main(argv: list[str]) -> None:
         from crossjax.sharding import initialize_distributed
 
         initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    from crossjax.train import format_metrics, train_and_evaluate
+    from crossjax.runs import format_metrics
+    from crossjax.train import train_and_evaluate
 
     metrics = train_and_evaluate(cli.config_value(_CONFIG), _WORKDIR.value)
     print(format_metrics(metrics))

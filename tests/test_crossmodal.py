@@ -1,4 +1,4 @@
-"""Cross-modal generation plumbing: the coherence evaluator (classifier trained on demand),
+"""Cross-modal generation plumbing: the coherence evaluator (its judge a run of its own),
 generation pictures, the Python generator and its errors."""
 
 from pathlib import Path
@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from crossjax import runs
 from crossjax import train as train_lib
 from crossjax.data.pipeline import DataPipeline
 from crossjax.errors import ConfigError
@@ -40,7 +41,7 @@ def data(tmp_path_factory):
     return DataPipeline(config, batch_size=16, seed=0, vocab_path=None)
 
 
-def _ctx(data, model, tmp_path, writer=None):
+def _ctx(data, model, tmp_path, writer=None, restore_run=runs.restore_run):
     def batches():
         for batch in data.eval_batches(64):
             valid = batch.pop("valid")
@@ -57,14 +58,20 @@ def _ctx(data, model, tmp_path, writer=None):
         batches=batches,
         model=model,
         vocab=data.vocab,
+        restore_run=restore_run,
     )
 
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    """An image classifier trained by the evaluator itself from its config (tiny)."""
+    """A judge: the tiny image classifier, trained as a run of its own."""
+    from crossjax.config import load_config_file
+
     workdir = tmp_path_factory.mktemp("clf") / "digits_image"
-    return {"workdir": str(workdir), "config": f"{CONFIGS / 'digits_image.py'}:tiny"}
+    train_lib.train_and_evaluate(
+        load_config_file(f"{CONFIGS / 'digits_image.py'}:tiny"), str(workdir)
+    )
+    return {"workdir": str(workdir), "trained_with": "configs/digits_image.py:tiny"}
 
 
 def test_coherence_of_copied_images_is_the_classifier_accuracy(data, classifier, tmp_path):
@@ -74,8 +81,7 @@ def test_coherence_of_copied_images_is_the_classifier_accuracy(data, classifier,
         pairs=("text_to_image", "audio+text_to_image"),
         classifiers={"image": classifier},
     )
-    assert (Path(classifier["workdir"]) / "checkpoints").exists()  # trained on demand
-    _, reference = train_lib.evaluate_checkpoint(classifier["workdir"])
+    _, reference = runs.evaluate_checkpoint(classifier["workdir"])
     assert metrics["coherence/text_to_image"] == pytest.approx(reference["accuracy"], abs=1e-6)
     assert metrics["coherence/audio+text_to_image"] == metrics["coherence/text_to_image"]
     blank = coherence(
@@ -98,12 +104,8 @@ def test_coherence_errors(data, classifier, tmp_path):
         coherence(ctx, pairs=("depth_to_image",), classifiers={"image": classifier})
     with pytest.raises(ConfigError, match="no classifier for target 'image'"):
         coherence(ctx, pairs=("text_to_image",), classifiers={})
-    with pytest.raises(ConfigError, match="scripts/train.py"):
-        coherence(
-            ctx,
-            pairs=("text_to_image",),
-            classifiers={"image": {"workdir": str(tmp_path / "none")}},
-        )
+    with pytest.raises(ConfigError, match="unknown keys"):
+        coherence(ctx, classifiers={"image": {**classifier, "workdr": "x"}})
     with pytest.raises(ConfigError, match="generate method"):
         coherence(
             _ctx(data, nn.Dense(2), tmp_path),
@@ -149,3 +151,62 @@ def test_misspelt_evaluator_kwarg_is_a_config_error():
         ConfigError, match="evaluator 'coherence' has no keyword argument 'pair'; valid: pairs"
     ):
         parse_evaluators([("coherence", {"pair": ("text_to_image",)})])
+
+
+def test_coherence_without_a_trained_judge_says_how_to_train_it(data, tmp_path):
+    """Evaluation never trains: a judge workdir without checkpoints is a one-line error
+    with the exact command, resolved beside the run's workdir, and nothing is created."""
+    coherence = EVALUATORS.get("coherence")
+    run = tmp_path / "runs" / "digits_mvae"
+
+    def no_restore(workdir):
+        raise AssertionError(f"restored {workdir}")
+
+    ctx = _ctx(data, CopyOrBlank(True), run, restore_run=no_restore)
+    judge = {"workdir": "coherence/digits_image", "trained_with": "configs/digits_image.py:clean"}
+    with pytest.raises(ConfigError) as info:
+        coherence(ctx, pairs=("text_to_image",), classifiers={"image": judge})
+    expected = tmp_path / "runs" / "coherence" / "digits_image"
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.endswith(
+        f"train it first with python scripts/train.py --config configs/digits_image.py:clean "
+        f"--workdir {expected}"
+    )
+    assert not expected.exists() and not (tmp_path / "coherence").exists()  # nothing trained
+    with pytest.raises(ConfigError, match="configs/<a image classifier config>"):
+        coherence(ctx, classifiers={"image": {"workdir": str(tmp_path / "none")}})
+    assert not (tmp_path / "none").exists()
+
+
+def test_coherence_rejects_a_judge_config_to_train(data, tmp_path):
+    ctx = _ctx(data, CopyOrBlank(True), tmp_path)
+    entry = {"workdir": str(tmp_path / "judge"), "config": "configs/digits_image.py"}
+    with pytest.raises(ConfigError, match="no longer trains its judge") as info:
+        EVALUATORS.get("coherence")(ctx, classifiers={"image": entry})
+    assert "python scripts/train.py --config configs/digits_image.py" in str(info.value)
+    assert not (tmp_path / "judge").exists()
+
+
+def test_relative_judge_needs_a_run_workdir(data, tmp_path):
+    ctx = _ctx(data, CopyOrBlank(True), tmp_path)
+    ctx.workdir = None
+    with pytest.raises(ConfigError, match="absolute path"):
+        EVALUATORS.get("coherence")(ctx, classifiers={"image": {"workdir": "judge"}})
+
+
+def test_judge_restore_comes_from_the_caller(data, classifier, tmp_path):
+    from crossjax.errors import CrossjaxError
+    from crossjax.evaluators import crossmodal
+
+    crossmodal._CLASSIFIERS.clear()  # not restored yet in this process
+    ctx = _ctx(data, CopyOrBlank(True), tmp_path, restore_run=None)
+    with pytest.raises(CrossjaxError, match="no restore_run"):
+        EVALUATORS.get("coherence")(ctx, classifiers={"image": classifier})
+
+
+def test_load_generator_restores_a_run_and_its_eval_split(classifier):
+    gen = runs.load_generator(classifier["workdir"])
+    batch = gen.eval_examples(3)
+    assert batch["image"].shape == (3, 8, 8, 1) and "valid" not in batch
+    assert gen.spec.modalities == ("image",)

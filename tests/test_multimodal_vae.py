@@ -513,8 +513,8 @@ def test_latent_alignment_errors():
 def test_tiny_configs_train_with_missing_modalities(name, tmp_path, classifier_dir):
     config = _load_config(name, "tiny_missing")
     assert config.data.missing_fraction == 0.5
-    evaluators = dict(config.evaluators)  # the coherence judge goes to a temp dir
-    evaluators["coherence"]["classifiers"]["image"]["workdir"] = str(classifier_dir)
+    evaluators = dict(config.evaluators)  # the coherence judge: a run trained beforehand
+    evaluators["coherence"]["classifiers"] = {"image": {"workdir": str(classifier_dir)}}
     config.evaluators = tuple(evaluators.items())
     metrics = train_lib.train_and_evaluate(config, str(tmp_path))
     assert np.isfinite(metrics["neg_elbo"]) and metrics["num_examples"] > 0
@@ -526,7 +526,14 @@ def test_tiny_configs_train_with_missing_modalities(name, tmp_path, classifier_d
 
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("coherence") / "digits_image_tiny"
+    """The tiny image classifier, trained as a run of its own (evaluation never trains)."""
+    from crossjax.config import load_config_file
+
+    workdir = tmp_path_factory.mktemp("coherence") / "digits_image_tiny"
+    train_lib.train_and_evaluate(
+        load_config_file(f"{CONFIGS / 'digits_image.py'}:tiny"), str(workdir)
+    )
+    return workdir
 
 
 def _load_config(name: str, variant: str) -> ml_collections.ConfigDict:

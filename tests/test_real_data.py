@@ -18,6 +18,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from crossjax import runs
 from crossjax import train as train_lib
 from crossjax.config import base_config
 from crossjax.data import file_formats, pairings
@@ -369,7 +370,7 @@ def _files_config(fmt, sources, **fields):
 def test_file_formats_convert_train_and_evaluate(fmt, sources, tmp_path):
     config = _files_config(fmt, sources)
     metrics = train_lib.train_and_evaluate(config, str(tmp_path))
-    step, again = train_lib.evaluate_checkpoint(str(tmp_path))
+    step, again = runs.evaluate_checkpoint(str(tmp_path))
     assert step == 2 and again["num_examples"] == metrics["num_examples"] > 0
     assert np.isfinite(again["loss"])
     p = DataPipeline(config.data, batch_size=8, seed=0, vocab_path=tmp_path / "vocab.json")

@@ -14,11 +14,12 @@ from crossjax import train as train_lib
 from crossjax.data.spec import DataSpec
 from crossjax.data.text import Vocabulary
 from crossjax.errors import ConfigError
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators import EVALUATORS, EvalContext, evaluator_requirements, parse_evaluators
 from crossjax.losses import LOSSES, LossContext, build_loss
 from crossjax.models import build_model
 from crossjax.models.decoding import beam_search, greedy_decode
 from crossjax.models.transformer import TEXT_ENCODERS
+from crossjax.requirements import check_requirements
 
 CTX = LossContext(step=jnp.int32(0), rng=jax.random.key(0))
 SPEC = DataSpec(modalities=("image", "text"), vocab_size=12, max_text_len=7, image_shape=(8, 8, 3))
@@ -290,7 +291,8 @@ def test_captioning_evaluator_rejects_a_missing_attribute_feature():
         predict=None, batches=lambda: iter([(toy_batch(), np.ones(3, bool))]), model=model,
         vocab=Vocabulary([f"w{i}" for i in range(10)]),
     )  # fmt: skip
-    with pytest.raises(ConfigError, match="extra_features"):
-        EVALUATORS.get("captioning")(ctx, attribute_accuracy=True)
+    parsed = parse_evaluators([("captioning", {"attribute_accuracy": True})])
+    with pytest.raises(ConfigError, match="evaluator 'captioning' needs batch keys 'attr/num_obj"):
+        check_requirements(evaluator_requirements(parsed), toy_batch().keys(), ())
     with pytest.raises(ConfigError, match="beam_size"):
         EVALUATORS.get("captioning")(ctx, beam_size=0)

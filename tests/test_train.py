@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import digits_fusion
+from crossjax import runs
 from crossjax import train as train_lib
 from crossjax.checkpoint import Checkpoints, WorkdirLock
 from crossjax.data.pipeline import DataPipeline
@@ -111,11 +112,11 @@ def test_one_device_matches_eight_devices(full_run, tmp_path):
 
 def test_evaluate_checkpoint_reproduces_final_metrics(full_run):
     workdir, metrics = full_run
-    step, again = train_lib.evaluate_checkpoint(workdir, "latest")
+    step, again = runs.evaluate_checkpoint(workdir, "latest")
     assert step == STEPS
     assert again["accuracy"] == metrics["accuracy"]
     assert again["loss"] == pytest.approx(metrics["loss"], rel=1e-6)
-    best_step, _ = train_lib.evaluate_checkpoint(workdir, "best")
+    best_step, _ = runs.evaluate_checkpoint(workdir, "best")
     evals = [r for r in _records(workdir) if r["split"] == "test"]
     best = max(r["accuracy"] for r in evals)
     assert best_step == max(r["step"] for r in evals if r["accuracy"] == best)  # newest wins ties

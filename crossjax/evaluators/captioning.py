@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from crossjax.errors import ConfigError
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators.base import EVALUATORS, EvalContext
 from crossjax.metric_writer import image_grid
 from crossjax.metrics.captioning import (
     SCENE_ATTRIBUTES,
@@ -35,6 +35,7 @@ from crossjax.metrics.captioning import (
     corpus_bleu,
 )
 from crossjax.models.decoding import DEFAULT_ALPHA, check_alpha, check_beam_size
+from crossjax.requirements import Requires, requires
 from crossjax.sharding import to_host
 
 _GENERATE_CACHE: dict[tuple[int, int, float], tuple[Any, Any]] = {}
@@ -65,6 +66,8 @@ def _jitted_generate(model: Any, beam_size: int, alpha: float):
 
 def _references(batch: dict, valid: np.ndarray, vocab: Any) -> list[list[str]]:
     """Every non-empty reference caption of each valid row."""
+    if "captions" not in batch and "text" not in batch:
+        raise ConfigError("captioning needs reference captions: batches with captions or text")
     if "captions" in batch:
         ids = to_host(batch["captions"])[valid]
         mask = to_host(batch["captions_mask"]).astype(bool)[valid]
@@ -90,7 +93,16 @@ def _write_samples(
         ctx.writer.write_image(ctx.step, name, image_grid([images]))
 
 
+def _captioning_requirements(kwargs: dict) -> Requires:
+    """The scene attributes with `attribute_accuracy`. The references (`captions`, else
+    `text`) are one of two keys, which a declaration cannot say; they are checked when read."""
+    if kwargs.get("attribute_accuracy", False):
+        return Requires(batch=tuple(f"attr/{k}" for k in SCENE_ATTRIBUTES))
+    return Requires()
+
+
 @EVALUATORS.register("captioning")
+@requires(_captioning_requirements)
 def captioning(
     ctx: EvalContext,
     *,
@@ -113,12 +125,6 @@ def captioning(
     truth: dict[str, list[np.ndarray]] = {k: [] for k in SCENE_ATTRIBUTES}
     for batch, valid in ctx.batches():
         if attribute_accuracy:
-            missing = [k for k in SCENE_ATTRIBUTES if f"attr/{k}" not in batch]
-            if missing:
-                raise ConfigError(
-                    f"captioning: attribute_accuracy needs config.data.extra_features with "
-                    f"{', '.join(SCENE_ATTRIBUTES)}; missing {', '.join(missing)}"
-                )
             for k in SCENE_ATTRIBUTES:
                 truth[k].append(to_host(batch[f"attr/{k}"])[valid])
         greedy += [ctx.vocab.decode(ids) for ids in to_host(greedy_fn(ctx.params, batch))[valid]]

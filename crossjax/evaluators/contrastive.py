@@ -26,9 +26,10 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from crossjax.errors import ConfigError
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators.base import EVALUATORS, EvalContext
 from crossjax.metrics.retrieval import retrieval_metrics
 from crossjax.registry import import_from_path
+from crossjax.requirements import Requires, requires
 from crossjax.sharding import DATA_AXIS, to_host
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def _head(values: dict[str, np.ndarray], max_examples: int | None) -> dict[str, 
 
 
 @EVALUATORS.register("retrieval")
+@requires(Requires(outputs=("emb/image",)))  # and emb/text or captions: checked when read
 def retrieval(
     ctx: EvalContext, *, max_examples: int | None = 1000, name: str = "retrieval"
 ) -> dict[str, float]:
@@ -110,6 +112,14 @@ def retrieval(
         raise ConfigError("retrieval needs a model with emb/image and emb/text outputs")
     metrics = retrieval_metrics(image @ text.T, text_to_image)
     return {f"{name}/{k}": v for k, v in metrics.items()}
+
+
+def _labelled_requirements(embedding: str, kwargs: dict) -> Requires:
+    """`embedding` from the model, the label (and `filter_key`) from the batch."""
+    batch = [kwargs.get("label_key", "label")]
+    if kwargs.get("filter_key"):
+        batch.append(kwargs["filter_key"])
+    return Requires(batch=tuple(dict.fromkeys(batch)), outputs=(embedding,))
 
 
 def resolve_class_names(
@@ -143,13 +153,7 @@ def gather_labelled(
     `filter_key` only rows where batch[filter_key] == filter_value are kept.
     """
     keys = (*extra, label_key) + ((filter_key,) if filter_key else ())
-    values = _head(ctx.gather(keys), max_examples)
-    for key in keys:
-        if key not in values:
-            raise ConfigError(
-                f"{evaluator}: the eval batches have no {key!r}; per-object attributes need "
-                "config.data.extra_features (e.g. ('color', 'num_objects') gives attr/color)"
-            )
+    values = _head(ctx.gather(keys), max_examples)  # the keys are declared: see @requires
     labels = np.asarray(values[label_key])
     if index is not None:
         labels = labels[:, index]
@@ -181,6 +185,7 @@ def class_prompt_embeddings(
 
 
 @EVALUATORS.register("zeroshot")
+@requires(lambda kwargs: _labelled_requirements("emb/image", kwargs))
 def zeroshot(
     ctx: EvalContext,
     *,
@@ -223,6 +228,7 @@ def zeroshot(
 
 
 @EVALUATORS.register("linear_probe")
+@requires(lambda kwargs: _labelled_requirements(kwargs.get("embedding", "emb/image"), kwargs))
 def linear_probe(
     ctx: EvalContext,
     *,

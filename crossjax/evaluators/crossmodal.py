@@ -6,11 +6,14 @@
 - "crossmodal_images": pictures of generations, one row per class.
 
 A pair is "<sources>_to_<target>", sources joined by "+": "text_to_image",
-"text+audio_to_image". The classifier of each target modality is a run directory, given
-in the config: `{"image": {"workdir": "runs/coherence/digits_image", "config":
-"configs/digits_image.py"}}`. When the workdir holds no checkpoint yet and a config is
-given, the evaluator trains the classifier there first (once; later evaluations and runs
-reuse it).
+"text+audio_to_image". The classifier (judge) of each target modality is a run of its
+own, trained beforehand with scripts/train.py; the config names its workdir:
+`{"image": {"workdir": "coherence/digits_image", "trained_with": "configs/digits_image.py"}}`.
+A relative judge workdir is resolved against the parent of the evaluated run's workdir
+(runs/digits_mvae finds its judge in runs/coherence/digits_image); an absolute one is
+used as is. `trained_with` (optional) only names the judge's config in the error that
+says how to train it. Evaluation never trains anything: without a checkpoint in the
+judge's workdir it stops with that command.
 """
 
 from __future__ import annotations
@@ -24,15 +27,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossjax.errors import ConfigError
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.errors import ConfigError, CrossjaxError
+from crossjax.evaluators.base import EVALUATORS, EvalContext
 from crossjax.generation import check_modalities, decode_ids, jitted_generate
 from crossjax.metric_writer import image_grid
+from crossjax.requirements import Requires, requires
 from crossjax.sharding import to_host
 
 log = logging.getLogger(__name__)
 
 _CLASSIFIERS: dict[str, tuple[Any, Any]] = {}  # resolved workdir -> (experiment, params)
+CLASSIFIER_KEYS = ("workdir", "trained_with")
 
 
 def parse_pair(pair: str, modalities: Sequence[str], what: str) -> tuple[tuple[str, ...], str]:
@@ -45,35 +50,71 @@ def parse_pair(pair: str, modalities: Sequence[str], what: str) -> tuple[tuple[s
     return parsed, target
 
 
-def load_classifier(entry: Mapping[str, Any], modality: str) -> tuple[Any, Any]:
-    """(experiment, params) of the classifier run `entry["workdir"]`, training it from
-    `entry["config"]` first when the workdir has no checkpoint. Cached per workdir."""
-    from crossjax.config import load_config_file  # local: these import the trainer
-    from crossjax.train import restore_run, train_and_evaluate
+def _pairs_requirements(kwargs: dict) -> Requires:
+    """The label and every source modality of `pairs` (what generation encodes)."""
+    keys = [kwargs.get("label_key", "label")]
+    for pair in kwargs.get("pairs", ("text_to_image",)):
+        keys += str(pair).partition("_to_")[0].split("+")
+    return Requires(batch=tuple(dict.fromkeys(k for k in keys if k)))
 
+
+def judge_workdir(entry: Any, modality: str, run_workdir: Path | None, what: str) -> Path:
+    """The absolute workdir of the judge `entry` (see the module doc for the rules)."""
     if not isinstance(entry, Mapping) or not entry.get("workdir"):
         raise ConfigError(
-            f"coherence: classifiers[{modality!r}] must be a dict with a 'workdir' (and a "
-            f"'config' to train it), got {entry!r}"
+            f"{what}: classifiers[{modality!r}] must be a dict with the 'workdir' of a trained "
+            f"{modality} classifier run, got {entry!r}"
         )
-    workdir = Path(entry["workdir"])
-    key = str(workdir.resolve())
+    if "config" in entry:
+        raise ConfigError(
+            f"{what}: classifiers[{modality!r}] has a 'config' key, but evaluation no longer "
+            f"trains its judge: train it once with python scripts/train.py --config "
+            f"{entry['config']} --workdir <dir>, then keep only 'workdir' (and optionally "
+            "'trained_with', the config named in errors)"
+        )
+    unknown = sorted(set(entry) - set(CLASSIFIER_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{what}: classifiers[{modality!r}] has unknown keys {unknown}; valid: "
+            f"{', '.join(CLASSIFIER_KEYS)}"
+        )
+    path = Path(entry["workdir"]).expanduser()
+    if not path.is_absolute():
+        if run_workdir is None:
+            raise ConfigError(
+                f"{what}: the judge workdir {str(path)!r} is relative, but this evaluation has "
+                "no run workdir to resolve it against; give an absolute path"
+            )
+        path = Path(run_workdir).resolve().parent / path
+    return path
+
+
+def load_classifier(ctx: EvalContext, entry: Any, modality: str, what: str) -> tuple[Any, Any]:
+    """(experiment, params) of the judge run named by `entry`, restored through
+    `ctx.restore_run`; a ConfigError with the command that trains it when it has no
+    checkpoint. Cached per workdir."""
+    workdir = judge_workdir(entry, modality, ctx.workdir, what)
+    key = str(workdir)
     if key not in _CLASSIFIERS:
-        if not (workdir / "checkpoints").exists():
-            if not entry.get("config"):
-                raise ConfigError(
-                    f"coherence: no trained {modality} classifier in {workdir}; train one with "
-                    f"scripts/train.py --workdir {workdir}, or add 'config' so it is trained here"
-                )
-            log.info("coherence: training the %s classifier in %s (once)", modality, workdir)
-            train_and_evaluate(load_config_file(entry["config"]), str(workdir))
-        exp, step, params = restore_run(str(workdir))
+        if not (workdir / "checkpoints").is_dir():
+            config = entry.get("trained_with") or f"configs/<a {modality} classifier config>"
+            raise ConfigError(
+                f"{what}: no trained {modality} classifier in {workdir}; train it first with "
+                f"python scripts/train.py --config {config} --workdir {workdir}"
+            )
+        if ctx.restore_run is None:
+            raise CrossjaxError(
+                f"{what}: this evaluation gives evaluators no restore_run (EvalContext), so the "
+                f"judge in {workdir} cannot be restored; evaluate through the trainer or "
+                "crossjax.runs"
+            )
+        exp, step, params = ctx.restore_run(workdir)
         if modality not in exp.data.spec.modalities:
             raise ConfigError(
-                f"coherence: the classifier in {workdir} reads {exp.data.spec.modalities}, "
+                f"{what}: the classifier in {workdir} reads {exp.data.spec.modalities}, "
                 f"not {modality!r}"
             )
-        log.info("coherence: %s classifier from %s (step %d)", modality, workdir, step)
+        log.info("%s: %s classifier from %s (step %d)", what, modality, workdir, step)
         _CLASSIFIERS[key] = (exp, params)
     return _CLASSIFIERS[key]
 
@@ -98,6 +139,7 @@ def _check_vocab(ctx: EvalContext, exp: Any, workdir: str) -> None:
 
 
 @EVALUATORS.register("coherence")
+@requires(_pairs_requirements)
 def coherence(
     ctx: EvalContext,
     *,
@@ -115,10 +157,10 @@ def coherence(
         if target not in classifiers:
             raise ConfigError(
                 f"{name}: no classifier for target {target!r}; add classifiers={{{target!r}: "
-                "{'workdir': ..., 'config': ...}}"
+                "{'workdir': <a trained classifier run>}}"
             )
         if target not in judges:
-            exp, params = load_classifier(classifiers[target], target)
+            exp, params = load_classifier(ctx, classifiers[target], target, name)
             if target == "text":
                 _check_vocab(ctx, exp, classifiers[target]["workdir"])
             judges[target] = (exp, params)
@@ -126,8 +168,6 @@ def coherence(
     count = 0
     rng = jax.random.key(0)
     for batch, valid in ctx.batches():
-        if label_key not in batch:
-            raise ConfigError(f"{name}: the eval batches have no {label_key!r}")
         labels = to_host(batch[label_key])
         for i, (sources, target) in enumerate(parsed):
             out = jitted_generate(ctx.model, sources, (target,), False)(ctx.params, batch, rng)
@@ -163,6 +203,7 @@ def _examples_per_class(
 
 
 @EVALUATORS.register("crossmodal_images")
+@requires(_pairs_requirements)
 def crossmodal_images(
     ctx: EvalContext,
     *,

@@ -6,12 +6,19 @@ import jax
 import numpy as np
 
 from crossjax.errors import ConfigError
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators.base import EVALUATORS, EvalContext
 from crossjax.losses.generative import check_likelihood, iwae_bound, iwae_log_weights
+from crossjax.requirements import Requires, requires
 from crossjax.sharding import to_host
 
 
+def _iwae_requirements(kwargs: dict) -> Requires:
+    modality = kwargs.get("modality", "image")
+    return Requires(batch=(modality,), outputs=("z", "z_mean", "z_logvar", f"recon/{modality}"))
+
+
 @EVALUATORS.register("iwae_nll")
+@requires(_iwae_requirements)
 def iwae_nll(
     ctx: EvalContext,
     *,

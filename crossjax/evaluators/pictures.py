@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators.base import EVALUATORS, EvalContext
 from crossjax.metric_writer import image_grid
+from crossjax.requirements import Requires, requires
 from crossjax.sharding import to_host
 
 
+def _reconstruction_requirements(kwargs: dict) -> Requires:
+    modality = kwargs.get("modality", "image")
+    return Requires(batch=(modality,), outputs=(f"recon/{modality}",))
+
+
 @EVALUATORS.register("reconstruction_images")
+@requires(_reconstruction_requirements)
 def reconstruction_images(
     ctx: EvalContext, *, num: int = 16, modality: str = "image"
 ) -> dict[str, float]:
@@ -20,9 +27,7 @@ def reconstruction_images(
         return {}
     batch, valid = next(iter(ctx.batches()))
     outputs = ctx.predict(batch)
-    recon = outputs.get(f"recon_mean/{modality}", outputs.get(f"recon/{modality}"))
-    if recon is None:
-        raise KeyError(f"reconstruction_images: the model outputs no recon/{modality}")
+    recon = outputs.get(f"recon_mean/{modality}", outputs[f"recon/{modality}"])
     originals = to_host(batch[modality])[valid][:num]
     recon = to_host(recon)[valid][:num]
     ctx.writer.write_image(ctx.step, f"reconstruction_{modality}", image_grid([originals, recon]))

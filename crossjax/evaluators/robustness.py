@@ -28,7 +28,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators.base import EVALUATORS, EvalContext
+from crossjax.requirements import Requires, requires
 from crossjax.sharding import to_host
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,6 @@ def _accuracy(ctx: EvalContext, batches: list[tuple[Batch, np.ndarray]], transfo
     correct = total = 0
     for index, (batch, valid) in enumerate(batches):
         outputs = ctx.predict(transform(index, batch))
-        if "logits" not in outputs or "label" not in batch:
-            raise KeyError("robustness: needs a classifier (outputs 'logits') and labels")
         predicted = _host(outputs["logits"]).argmax(axis=-1)
         label = _host(batch["label"])
         correct += int(np.sum((predicted == label)[valid]))
@@ -111,7 +110,13 @@ def _scales(scales: Sequence[float]) -> list[float]:
     return values
 
 
+def _robustness_requirements(kwargs: dict) -> Requires:
+    """A classifier, labels and the `modalities` perturbed (by default, those present)."""
+    return Requires(batch=("label", *(kwargs.get("modalities") or ())), outputs=("logits",))
+
+
 @EVALUATORS.register("robustness")
+@requires(_robustness_requirements)
 def robustness(
     ctx: EvalContext,
     *,

@@ -4,7 +4,9 @@
 more similar); `text_to_image` (N_texts,) says which image each caption describes, so an
 image may own several captions. Ranks are 1-based and pessimistic about ties: a wrong
 item scoring *equal* to the right one counts as ranked above it, so a collapsed model
-that gives every pair the same score gets the worst ranks, not perfect ones.
+that gives every pair the same score gets the worst ranks, not perfect ones. A NaN
+similarity ranks below every finite score (it counts as -inf), so NaN ties are misses too
+and an all-NaN matrix gets the worst ranks.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ DEFAULT_KS = (1, 5, 10)
 
 def _check(similarity: np.ndarray, text_to_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     similarity = np.asarray(similarity, np.float64)
+    similarity = np.where(np.isnan(similarity), -np.inf, similarity)  # NaN ranks last
     text_to_image = np.asarray(text_to_image)
     if similarity.ndim != 2 or text_to_image.shape != (similarity.shape[1],):
         raise ValueError(

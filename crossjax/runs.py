@@ -1,0 +1,57 @@
+"""Trained runs, reopened: restore a workdir's checkpoint, evaluate it, generate with it.
+
+    exp, step, params = restore_run("runs/demo")          # latest checkpoint
+    step, metrics = evaluate_checkpoint("runs/demo", "best")
+
+The front end of `scripts/evaluate.py` and `scripts/generate.py`. It sits above the
+trainer (it builds `crossjax.train.Experiment`s); evaluators never import it: an
+evaluator that needs another run (the coherence judge) gets `EvalContext.restore_run`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from crossjax.checkpoint import restore_experiment
+from crossjax.generation import CrossModalGenerator
+from crossjax.train import Experiment, make_mesh, open_data
+
+
+def build_experiment(config: ml_collections.ConfigDict, workdir: str | Path) -> Experiment:
+    """The Experiment of `config` with the run's data (vocabulary from `workdir`) and mesh."""
+    return Experiment(config, open_data(config, Path(workdir)), make_mesh(config))
+
+
+def restore_run(
+    workdir: str | Path, checkpoint: str | int = "latest"
+) -> tuple[Experiment, int, Any]:
+    """The run in `workdir` rebuilt from its saved config: (experiment, step, params) of
+    `checkpoint` ("latest", "best" or a step), on this process's devices."""
+    return restore_experiment(workdir, build_experiment, checkpoint)
+
+
+def evaluate_checkpoint(
+    workdir: str | Path, checkpoint: str | int = "latest"
+) -> tuple[int, dict[str, float]]:
+    """Restores `checkpoint` of the run in `workdir` and evaluates it on its eval split.
+
+    The evaluators see `workdir` (files such as robustness.json land there, and a
+    coherence judge named by a relative path is found beside it)."""
+    exp, step, params = restore_run(workdir, checkpoint)
+    return step, exp.evaluate(params, step=step, workdir=Path(workdir))
+
+
+def load_generator(workdir: str | Path, checkpoint: str | int = "latest") -> CrossModalGenerator:
+    """A `CrossModalGenerator` of `checkpoint` of the generative run in `workdir`."""
+    exp, _, params = restore_run(workdir, checkpoint)
+    return CrossModalGenerator(exp.model, params, exp.data.spec, exp.data.vocab, exp.data)
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """One JSON line; non-finite values become null."""
+    return json.dumps({k: (round(v, 6) if math.isfinite(v) else None) for k, v in metrics.items()})
