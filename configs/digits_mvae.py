@@ -15,7 +15,6 @@ classifier trained on that variant; e.g. `:clean_missing`, `:tiny_missing`.
 `multimodal_vae_config` holds what the MVAE, MMVAE and MoPoE configs share.
 """
 
-from pathlib import Path
 
 import ml_collections
 
@@ -50,8 +49,9 @@ CLEAN_WEIGHT_DECAY = 1.0
 ALIGNMENT = ("latent_alignment", 1.0, {"temperature": 1.0})
 
 
-# The judge of cross-modal coherence: the image-only digits classifier, trained on first
-# use into this workdir (relative to where the run starts, like --workdir).
+# The judge of cross-modal coherence: the image-only digits classifier, a run of its own,
+# trained beforehand and found beside the run's workdir (runs/digits_mvae ->
+# runs/coherence/digits_image); evaluation names the command when it is missing.
 PAIRS = ("text_to_image", "audio_to_image", "image_to_image", "text+audio_to_image")
 
 
@@ -67,9 +67,8 @@ def generation_evaluators(dataset: str, modalities: tuple[str, ...], judge: str)
     ]
     if dataset == "crossjax_digits":
         classifier = {
-            "workdir": "runs/coherence/digits_image" + (f"_{judge}" if judge else ""),
-            "config": str(Path(__file__).with_name("digits_image.py"))
-            + (f":{judge}" if judge else ""),
+            "workdir": "coherence/digits_image" + (f"_{judge}" if judge else ""),
+            "trained_with": "configs/digits_image.py" + (f":{judge}" if judge else ""),
         }
         pairs = tuple(p for p in PAIRS if set(p.split("_to_")[0].split("+")) <= set(modalities))
         evaluators.append(("coherence", {"pairs": pairs, "classifiers": {"image": classifier}}))

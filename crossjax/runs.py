@@ -19,12 +19,12 @@ import ml_collections
 
 from crossjax.checkpoint import restore_experiment
 from crossjax.generation import CrossModalGenerator
-from crossjax.train import Experiment, make_mesh, open_data
+from crossjax.train import Experiment, _build_experiment
 
 
 def build_experiment(config: ml_collections.ConfigDict, workdir: str | Path) -> Experiment:
     """The Experiment of `config` with the run's data (vocabulary from `workdir`) and mesh."""
-    return Experiment(config, open_data(config, Path(workdir)), make_mesh(config))
+    return _build_experiment(config, Path(workdir))
 
 
 def restore_run(
@@ -36,14 +36,15 @@ def restore_run(
 
 
 def evaluate_checkpoint(
-    workdir: str | Path, checkpoint: str | int = "latest"
+    workdir: str | Path, checkpoint: str | int = "latest", split: str = "test"
 ) -> tuple[int, dict[str, float]]:
-    """Restores `checkpoint` of the run in `workdir` and evaluates it on its eval split.
+    """Restores `checkpoint` of the run in `workdir` and evaluates it on `split`
+    ("test" or "validation").
 
     The evaluators see `workdir` (files such as robustness.json land there, and a
     coherence judge named by a relative path is found beside it)."""
     exp, step, params = restore_run(workdir, checkpoint)
-    return step, exp.evaluate(params, step=step, workdir=Path(workdir))
+    return step, exp.evaluate(params, split=split, step=step, workdir=Path(workdir))
 
 
 def load_generator(workdir: str | Path, checkpoint: str | int = "latest") -> CrossModalGenerator:
@@ -52,6 +53,12 @@ def load_generator(workdir: str | Path, checkpoint: str | int = "latest") -> Cro
     return CrossModalGenerator(exp.model, params, exp.data.spec, exp.data.vocab, exp.data)
 
 
-def format_metrics(metrics: dict[str, float]) -> str:
-    """One JSON line; non-finite values become null."""
-    return json.dumps({k: (round(v, 6) if math.isfinite(v) else None) for k, v in metrics.items()})
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """One JSON line; non-finite numbers become null, strings stay."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, str):
+            return v
+        return round(v, 6) if math.isfinite(v) else None
+
+    return json.dumps({k: value(v) for k, v in metrics.items()})

@@ -26,12 +26,12 @@ import optax
 from tqdm import tqdm
 
 from crossjax import sharding
-from crossjax.checkpoint import Checkpoints, WorkdirLock
+from crossjax.checkpoint import Checkpoints, WorkdirLock, restore_experiment
 from crossjax.config import config_to_dict, validate_config
 from crossjax.data.pipeline import DataPipeline, GatherBatch
 from crossjax.data.spec import dummy_batch
 from crossjax.errors import ConfigError, CrossjaxError
-from crossjax.evaluators import EvalContext, parse_evaluators
+from crossjax.evaluators import EvalContext, evaluator_requirements, parse_evaluators
 from crossjax.losses import LossContext, build_loss
 from crossjax.metric_writer import MetricWriter
 from crossjax.metrics.classification import (
@@ -40,7 +40,7 @@ from crossjax.metrics.classification import (
     macro_f1_from_confusion,
 )
 from crossjax.models import build_model
-from crossjax.requirements import check_requirements, requirements_of
+from crossjax.requirements import check_requirements
 
 log = logging.getLogger(__name__)
 _NO_NONFINITE = np.iinfo(np.int32).max
@@ -447,6 +447,7 @@ class Experiment:
             model=self.model,
             mesh=self.mesh,
             vocab=self.data.vocab,
+            restore_run=functools.partial(restore_experiment, build=_build_experiment),
         )
         for _name, evaluator, kwargs in self.evaluators:
             for key, value in evaluator(ctx, **kwargs).items():
@@ -472,12 +473,14 @@ class Experiment:
         outputs = jax.eval_shape(
             lambda s, b: self._predict(s.params, b), self.abstract_state(), batch
         )
-        owners = self.loss_fn.requirements() + [
-            (f"evaluator {name!r}", requirements_of(fn, kwargs))
-            for name, fn, kwargs in self.evaluators
-        ]
+        owners = self.loss_fn.requirements() + evaluator_requirements(self.evaluators)
         check_requirements(owners, set(batch), set(outputs))
         self._train_metric_shapes  # noqa: B018 - traces the losses (and caches the shapes)
+
+
+def _build_experiment(config: ml_collections.ConfigDict, workdir: Path) -> Experiment:
+    """The Experiment of another run's saved `config` (a coherence judge), its data and mesh."""
+    return Experiment(config, open_data(config, workdir), make_mesh(config))
 
 
 def _all_rows(batch) -> jax.Array:

@@ -1,8 +1,8 @@
-"""Restore a trained run and evaluate it on its eval split.
+"""Restore a trained run and evaluate it on its test split (or its validation split).
 
-    python scripts/evaluate.py --workdir runs/demo [--checkpoint latest|best|STEP]
+    python scripts/evaluate.py --workdir runs/demo [--checkpoint latest|best|STEP] [--split test|validation]
 
-Prints the metrics as one JSON object on its last line.
+Prints the metrics as one JSON object on its last line, with the split it measured.
 """
 
 import sys
@@ -16,6 +16,7 @@ from crossjax import cli  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a run made by scripts/train.py.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
+_SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation"], "The split to evaluate.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -29,8 +30,8 @@ def main(argv: list[str]) -> None:
         from crossjax.errors import ConfigError
 
         raise ConfigError(f"--checkpoint={which!r}; use latest, best or a step number")
-    step, metrics = evaluate_checkpoint(_WORKDIR.value, checkpoint)
-    print(format_metrics({"step": float(step), **metrics}))
+    step, metrics = evaluate_checkpoint(_WORKDIR.value, checkpoint, _SPLIT.value)
+    print(format_metrics({"step": float(step), "split": _SPLIT.value, **metrics}))
 
 
 if __name__ == "__main__":

@@ -45,8 +45,12 @@ def main(argv: list[str]) -> None:
     from crossjax.runs import format_metrics
     from crossjax.train import train_and_evaluate
 
-    metrics = train_and_evaluate(cli.config_value(_CONFIG), _WORKDIR.value)
-    print(format_metrics(metrics))
+    results = train_and_evaluate(cli.config_value(_CONFIG), _WORKDIR.value)
+    if "test" not in results:  # preempted: nothing was evaluated
+        print(format_metrics(results))
+        return
+    for split in ("validation", "test"):
+        print(format_metrics({"split": split, **results[split]}))
 
 
 if __name__ == "__main__":

@@ -558,7 +558,7 @@ def test_config_variants():
         _load_config("digits_mopoe", None).optimizer.weight_decay
         == base_config().optimizer.weight_decay
     )
-    assert judge["config"].endswith("digits_image.py:clean") and judge["workdir"].endswith("_clean")
+    assert judge["trained_with"] == "configs/digits_image.py:clean" and judge["workdir"].endswith("_clean")
     assert _load_config("digits_mvae", "missing_clean").data.name == "crossjax_digits/clean"
     # MVAE gets the contrastive term unless `noalign`; the other models do not have it.
     assert [t[0] for t in _load_config("digits_mvae", None).losses] == ["mvae", "latent_alignment"]

@@ -75,10 +75,13 @@ def test_loss_falls_and_everything_is_written(full_run):
     train = [r for r in _records(workdir) if r["split"] == "train"]
     assert [r["step"] for r in train] == [4, 8, 12]
     assert train[-1]["loss"] < train[0]["loss"]
-    evals = [r for r in _records(workdir) if r["split"] == "test"]
-    assert [r["step"] for r in evals] == [4, 8, 12]
-    assert set(metrics) >= {"loss", "accuracy", "macro_f1", "cross_entropy"}
-    assert metrics["num_examples"] == 120  # every test example once, none padded in
+    validation = [r for r in _records(workdir) if r["split"] == "validation"]
+    assert [r["step"] for r in validation] == [4, 8, 12]
+    assert [r["step"] for r in _records(workdir) if r["split"] == "test"] == [12]  # once
+    assert set(metrics) == {"validation", "test"}
+    assert set(metrics["test"]) >= {"loss", "accuracy", "macro_f1", "cross_entropy"}
+    assert metrics["test"]["num_examples"] == 120  # every test example once, none padded in
+    assert validation[-1]["num_examples"] == metrics["validation"]["num_examples"]
     assert os.path.isdir(os.path.join(workdir, "checkpoints", str(STEPS)))
     assert os.listdir(os.path.join(workdir, "tensorboard"))
 
@@ -99,7 +102,7 @@ def test_preempted_run_resumes_to_identical_parameters(full_run, tmp_path):
     full_step, full_params = _final_params(full_run[0], config)
     assert step == full_step == STEPS
     chex.assert_trees_all_equal(params, full_params)
-    assert metrics["accuracy"] == full_run[1]["accuracy"]
+    assert metrics == full_run[1]
 
 
 def test_one_device_matches_eight_devices(full_run, tmp_path):
@@ -114,10 +117,13 @@ def test_evaluate_checkpoint_reproduces_final_metrics(full_run):
     workdir, metrics = full_run
     step, again = runs.evaluate_checkpoint(workdir, "latest")
     assert step == STEPS
-    assert again["accuracy"] == metrics["accuracy"]
-    assert again["loss"] == pytest.approx(metrics["loss"], rel=1e-6)
+    assert again["accuracy"] == metrics["test"]["accuracy"]
+    assert again["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-6)
+    _, on_validation = runs.evaluate_checkpoint(workdir, "latest", split="validation")
+    assert on_validation["loss"] == pytest.approx(metrics["validation"]["loss"], rel=1e-6)
+    # "best" is ranked on the validation split, never on test.
     best_step, _ = runs.evaluate_checkpoint(workdir, "best")
-    evals = [r for r in _records(workdir) if r["split"] == "test"]
+    evals = [r for r in _records(workdir) if r["split"] == "validation"]
     best = max(r["accuracy"] for r in evals)
     assert best_step == max(r["step"] for r in evals if r["accuracy"] == best)  # newest wins ties
 
@@ -127,7 +133,7 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch):
     module.write_text(
         "import jax.numpy as jnp\n"
         "def nan_after_three(outputs, batch, ctx):\n"
-        "    value = jnp.where(ctx.step >= 3, jnp.nan, 1.0) * jnp.mean(outputs['logits'] ** 2)\n"
+        "    value = jnp.where(ctx.step >= 3, jnp.nan, 1.0) * jnp.mean(outputs['logits'] ** 2, -1)\n"
         "    return value, {}\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -141,7 +147,7 @@ def test_user_loss_from_outside_the_package_trains(tmp_path):
     from configs import digits_align
 
     config = digits_align.get_config("tiny")
-    metrics = train_lib.train_and_evaluate(config, str(tmp_path))
+    metrics = train_lib.train_and_evaluate(config, str(tmp_path))["test"]
     train = [r for r in _records(str(tmp_path)) if r["split"] == "train"]
     assert "alignment_cosine" in train[-1] and "alignment_cosine" in metrics
     assert np.isfinite(train[-1]["loss"])
@@ -156,28 +162,10 @@ def test_second_run_on_a_held_workdir_is_refused(tmp_path):
 def test_vae_reports_elbo_terms_and_writes_a_reconstruction_grid(tmp_path):
     from configs import digits_vae
 
-    metrics = train_lib.train_and_evaluate(digits_vae.get_config("tiny"), str(tmp_path))
+    metrics = train_lib.train_and_evaluate(digits_vae.get_config("tiny"), str(tmp_path))["test"]
     assert metrics["neg_elbo"] == pytest.approx(metrics["reconstruction"] + metrics["kl"], rel=1e-5)
     assert metrics["kl"] > 0 and "accuracy" not in metrics
     grid = tmp_path / "images" / "reconstruction_image.png"
     from PIL import Image
 
     assert Image.open(grid).size == (16 * 9 + 1, 2 * 9 + 1)  # 16 digits over their reconstructions
-
-
-def test_batch_level_loss_is_evaluated_on_whole_full_batches(tmp_path, monkeypatch):
-    module = tmp_path / "batch_losses.py"
-    module.write_text(
-        "import jax.numpy as jnp\n"
-        "from crossjax.losses import batch_level\n"
-        "@batch_level\n"
-        "def batch_size_loss(outputs, batch, ctx):\n"
-        "    b = outputs['logits'].shape[0]\n"
-        "    return jnp.mean(outputs['logits'] ** 2) * 0 + b, {'seen_batch': jnp.float32(b)}\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    config = _config(num_train_steps=2, eval_batch_size=48)
-    config.losses = (("cross_entropy", 1.0), ("batch_losses:batch_size_loss", 0.0))
-    metrics = train_lib.train_and_evaluate(config, str(tmp_path / "run"))
-    # 120 test examples in batches of 48: two full batches count, the padded third does not.
-    assert metrics["seen_batch"] == 48.0 and metrics["num_examples"] == 96.0
