@@ -84,7 +84,7 @@ def test_clip_with_equal_logits_is_log_batch_size():
     emb = jnp.tile(jnp.eye(4)[:1], (b, 1))  # every pair has cosine 1: all logits equal
     outputs = {"emb/image": emb, "emb/text": emb, "logit_scale": jnp.float32(7.0)}
     loss, metrics = LOSSES.get("clip")(outputs, {}, CTX)
-    np.testing.assert_allclose(loss, math.log(b), rtol=1e-6)
+    np.testing.assert_allclose(loss, np.full(b, math.log(b)), rtol=1e-6)  # each example
     np.testing.assert_allclose(metrics["positive_cosine"], 1.0, rtol=1e-6)
 
 
@@ -105,7 +105,7 @@ def test_siglip_with_mutually_orthogonal_embeddings():
     }
     loss, metrics = LOSSES.get("siglip")(outputs, {}, CTX)
     expected = _softplus(10.0) + (b - 1) * _softplus(-10.0)
-    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    np.testing.assert_allclose(loss, np.full(b, expected), rtol=1e-6)
     np.testing.assert_allclose(loss, 10.00145, atol=1e-5)
     assert float(metrics["logit_bias"]) == -10.0
 
@@ -125,18 +125,48 @@ def test_siglip_with_matching_pairs():
 
 
 @pytest.mark.parametrize("loss", ["clip", "siglip"])
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_masked_rows_are_neither_anchors_nor_negatives(loss, num_devices):
+    """With a padding mask, the valid rows' values equal the loss of the valid rows alone,
+    and the padded rows get 0 (and no NaN gradient), sharded or not."""
+    mesh = make_mesh(num_devices)
+    b, d = 16, 8
+    k1, k2 = jax.random.split(jax.random.key(5))
+    image, text = unit_rows(k1, (b, d)), unit_rows(k2, (b, d))
+    mask = jnp.arange(b) % 3 != 1  # every third row is padding
+    outputs = {
+        "emb/image": image,
+        "emb/text": text,
+        "logit_scale": jnp.float32(5.0),
+        "logit_bias": jnp.float32(-2.0),
+    }
+    ctx = LossContext(step=jnp.int32(0), rng=jax.random.key(0), mask=mask, mesh=mesh)
+    values, _ = jax.jit(lambda o, c: LOSSES.get(loss)(o, {}, c))(outputs, ctx)
+    alone = {k: v[mask] if v.ndim else v for k, v in outputs.items()}
+    reference, _ = LOSSES.get(loss)(alone, {}, CTX)
+    np.testing.assert_allclose(values[mask], reference, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(values[~mask], 0.0)
+    grads = jax.grad(lambda o: jnp.sum(LOSSES.get(loss)(o, {}, ctx)[0]))(outputs)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+    np.testing.assert_array_equal(grads["emb/image"][~mask], 0.0)
+
+
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
 def test_sharded_loss_equals_single_device_value_and_grad(loss):
     mesh = make_mesh(8)
     b, d = 32, 16
     k1, k2 = jax.random.split(jax.random.key(3))
     image, text = unit_rows(k1, (b, d)), unit_rows(k2, (b, d))
     scale, bias = jnp.float32(4.0), jnp.float32(-3.0)
+    # Values are per example (B,); their mean is the batch loss whose gradient is compared.
     if loss == "clip":
-        single = lambda i, t, s, c: softmax_contrastive_loss(i, t, s)  # noqa: E731
-        sharded = lambda i, t, s, c: sharded_softmax_contrastive_loss(i, t, s, mesh)  # noqa: E731
+        single = lambda i, t, s, c: jnp.mean(softmax_contrastive_loss(i, t, s))  # noqa: E731
+        sharded = lambda i, t, s, c: jnp.mean(sharded_softmax_contrastive_loss(i, t, s, mesh))  # noqa: E731
     else:
-        single = sigmoid_contrastive_loss
-        sharded = lambda i, t, s, c: sharded_sigmoid_contrastive_loss(i, t, s, c, mesh)  # noqa: E731
+        single = lambda i, t, s, c: jnp.mean(sigmoid_contrastive_loss(i, t, s, c))  # noqa: E731
+        sharded = lambda i, t, s, c: jnp.mean(  # noqa: E731
+            sharded_sigmoid_contrastive_loss(i, t, s, c, mesh)
+        )
     want, want_grads = jax.jit(jax.value_and_grad(single, argnums=(0, 1, 2, 3)))(
         image, text, scale, bias
     )
@@ -157,8 +187,8 @@ def test_sharded_loss_equals_single_device_value_and_grad(loss):
 
 
 def test_contrastive_losses_are_batch_level():
-    assert not build_loss([("clip", 1.0)]).per_example
-    assert not build_loss([("siglip", 1.0)]).per_example
+    assert not build_loss([("clip", 1.0)]).per_example_only
+    assert not build_loss([("siglip", 1.0)]).per_example_only
 
 
 # -- retrieval metrics --------------------------------------------------------------------

@@ -86,7 +86,7 @@ def test_gaussian_nll_matches_scipy():
         got = gaussian_nll(outputs["recon/image"], batch["image"], sigma)
         np.testing.assert_allclose(got, expected, rtol=1e-5)
         loss, metrics = reconstruction(outputs, batch, CTX, likelihood="gaussian", sigma=sigma)
-        np.testing.assert_allclose(loss, expected.mean(), rtol=1e-5)
+        np.testing.assert_allclose(loss, expected, rtol=1e-5)  # one value per example
         np.testing.assert_allclose(metrics["reconstruction"], loss)
 
 
@@ -98,7 +98,7 @@ def test_bernoulli_nll_matches_optax_sum():
         bernoulli_nll(outputs["recon/image"], batch["image"]), expected, rtol=1e-6
     )
     loss, _ = reconstruction(outputs, batch, CTX)  # bernoulli is the default
-    np.testing.assert_allclose(loss, expected.mean(), rtol=1e-6)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
 
 def test_bernoulli_nll_of_binary_targets_is_minus_log_probability():
@@ -115,7 +115,8 @@ def test_neg_elbo_is_reconstruction_plus_beta_kl(beta, likelihood):
     outputs, batch = vae_outputs_and_batch()
     loss, metrics = neg_elbo(outputs, batch, CTX, beta=beta, likelihood=likelihood)
     recon, _ = reconstruction(outputs, batch, CTX, likelihood=likelihood)
-    kl = jnp.mean(gaussian_kl(outputs["z_mean"], outputs["z_logvar"]))
+    kl = gaussian_kl(outputs["z_mean"], outputs["z_logvar"])
+    chex.assert_shape(loss, (B,))
     np.testing.assert_allclose(loss, recon + beta * kl, rtol=1e-6)
     np.testing.assert_allclose(metrics["reconstruction"], recon, rtol=1e-6)
     np.testing.assert_allclose(metrics["kl"], kl, rtol=1e-6)
@@ -140,7 +141,7 @@ def test_generative_losses_reject_bad_kwargs_and_missing_outputs():
 def test_cross_entropy_of_uniform_logits_is_log_k():
     _, batch = vae_outputs_and_batch()
     loss, metrics = cross_entropy({"logits": jnp.zeros((B, K))}, batch, CTX)
-    np.testing.assert_allclose(loss, math.log(K), rtol=1e-6)
+    np.testing.assert_allclose(loss, np.full(B, math.log(K)), rtol=1e-6)
     np.testing.assert_allclose(metrics["cross_entropy"], loss)
     # Label smoothing does not change the loss of uniform logits.
     smoothed, _ = cross_entropy({"logits": jnp.zeros((B, K))}, batch, CTX, label_smoothing=0.1)
@@ -153,18 +154,18 @@ def test_cross_entropy_value_accuracy_and_smoothing():
     labels = np.asarray(batch["label"])
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     loss, metrics = cross_entropy(outputs, batch, CTX)
-    np.testing.assert_allclose(loss, -log_probs[np.arange(B), labels].mean(), rtol=1e-5)
-    np.testing.assert_allclose(metrics["accuracy"], (logits.argmax(-1) == labels).mean())
+    np.testing.assert_allclose(loss, -log_probs[np.arange(B), labels], rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], logits.argmax(-1) == labels)
     a = 0.2
     targets = np.full((B, K), a / K)
     targets[np.arange(B), labels] += 1 - a
     smoothed, _ = cross_entropy(outputs, batch, CTX, label_smoothing=a)
-    np.testing.assert_allclose(smoothed, -(targets * log_probs).sum(-1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(smoothed, -(targets * log_probs).sum(-1), rtol=1e-5)
     with pytest.raises(ConfigError, match="label_smoothing"):
         cross_entropy(outputs, batch, CTX, label_smoothing=1.5)
 
 
-# --- per-example evaluation ---------------------------------------------------------
+# --- per-example values ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -176,19 +177,18 @@ def test_cross_entropy_value_accuracy_and_smoothing():
         ("neg_elbo", {"beta": 0.5}),
     ],
 )
-def test_losses_work_per_example_under_vmap(name, kwargs):
-    """The trainer's masked evaluation: vmap over batches of one, then average."""
+def test_per_example_values_are_each_example_alone(name, kwargs):
+    """Example i's value does not depend on the others: it equals the loss of a batch of one."""
     outputs, batch = vae_outputs_and_batch()
-    loss_fn = build_loss([(name, 1.0, kwargs)])
-    full_loss, full_metrics = jax.jit(loss_fn)(outputs, batch, CTX)
-    add_unit_batch = lambda tree: jax.tree.map(lambda x: x[:, None], tree)  # noqa: E731
-    per_example_loss, per_example_metrics = jax.vmap(loss_fn, in_axes=(0, 0, None))(
-        add_unit_batch(outputs), add_unit_batch(batch), CTX
-    )
-    chex.assert_shape(per_example_loss, (B,))
-    np.testing.assert_allclose(per_example_loss.mean(), full_loss, rtol=1e-5)
-    for key, value in full_metrics.items():
-        np.testing.assert_allclose(per_example_metrics[key].mean(), value, rtol=1e-5, err_msg=key)
+    fn = LOSSES.get(name)
+    values, metrics = jax.jit(lambda o, b: fn(o, b, CTX, **kwargs))(outputs, batch)
+    chex.assert_shape(values, (B,))
+    for i in range(B):
+        one = jax.tree.map(lambda x: x[i : i + 1], (outputs, batch))
+        alone, alone_metrics = fn(*one, CTX, **kwargs)
+        np.testing.assert_allclose(values[i], alone[0], rtol=1e-5)
+        for key, value in metrics.items():
+            np.testing.assert_allclose(value[i], alone_metrics[key][0], rtol=1e-5, err_msg=key)
 
 
 # --- build_loss ---------------------------------------------------------------------
@@ -206,18 +206,18 @@ def test_build_loss_sums_weighted_terms_and_keeps_their_metrics():
     total, metrics = jax.jit(loss_fn)(outputs, batch, CTX)
     ce, ce_metrics = cross_entropy(outputs, batch, CTX)
     elbo, elbo_metrics = neg_elbo(outputs, batch, CTX, beta=3.0, likelihood="gaussian")
-    np.testing.assert_allclose(total, 2.0 * ce + 0.5 * elbo, rtol=1e-6)
+    np.testing.assert_allclose(total, 2.0 * ce.mean() + 0.5 * elbo.mean(), rtol=1e-6)
     np.testing.assert_allclose(metrics["loss"], total)
     assert set(metrics) == {"loss", *ce_metrics, *elbo_metrics}
     for key, value in {**ce_metrics, **elbo_metrics}.items():
-        np.testing.assert_allclose(metrics[key], value, rtol=1e-6, err_msg=key)
+        np.testing.assert_allclose(metrics[key], value.mean(), rtol=1e-6, err_msg=key)
 
 
 def test_build_loss_resolves_module_paths(tmp_path, monkeypatch):
     (tmp_path / "my_research_losses.py").write_text(
         "import jax.numpy as jnp\n"
         "def mean_logit(outputs, batch, ctx, *, scale=1.0):\n"
-        "    value = scale * jnp.mean(outputs['logits'])\n"
+        "    value = scale * jnp.mean(outputs['logits'], axis=-1)\n"
         "    return value, {}\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -228,7 +228,7 @@ def test_build_loss_resolves_module_paths(tmp_path, monkeypatch):
     total, metrics = loss_fn(outputs, batch, CTX)
     ce, _ = cross_entropy(outputs, batch, CTX)
     custom = 3.0 * jnp.mean(outputs["logits"])
-    np.testing.assert_allclose(total, ce + 0.1 * custom, rtol=1e-6)
+    np.testing.assert_allclose(total, ce.mean() + 0.1 * custom, rtol=1e-6)
     # A term that reports no metrics is still visible under its short name.
     np.testing.assert_allclose(metrics["mean_logit"], custom, rtol=1e-6)
 
@@ -241,13 +241,13 @@ def test_build_loss_accepts_config_dict_kwargs_and_frozen_config():
     frozen_kwargs = ml_collections.FrozenConfigDict({"beta": 2.0})
     for losses in (config.losses, [["neg_elbo", 1, frozen_kwargs]]):
         total, _ = build_loss(losses)(outputs, batch, CTX)
-        np.testing.assert_allclose(total, expected, rtol=1e-6)
+        np.testing.assert_allclose(total, expected.mean(), rtol=1e-6)
     # A FrozenConfigDict cannot hold dicts inside lists, so frozen losses have no kwargs;
     # its lists arrive as tuples.
     frozen = ml_collections.FrozenConfigDict({"losses": [("neg_elbo", 1.0)]})
     total, _ = build_loss(frozen.losses)(outputs, batch, CTX)
     expected, _ = neg_elbo(outputs, batch, CTX)
-    np.testing.assert_allclose(total, expected, rtol=1e-6)
+    np.testing.assert_allclose(total, expected.mean(), rtol=1e-6)
 
 
 def test_build_loss_renames_colliding_metrics():
@@ -256,7 +256,7 @@ def test_build_loss_renames_colliding_metrics():
         [("neg_elbo", 1.0), ("reconstruction", 1.0, {"likelihood": "gaussian"})]
     )(outputs, batch, CTX)
     expected, _ = reconstruction(outputs, batch, CTX, likelihood="gaussian")
-    np.testing.assert_allclose(metrics["reconstruction/reconstruction"], expected, rtol=1e-6)
+    np.testing.assert_allclose(metrics["reconstruction/reconstruction"], expected.mean(), rtol=1e-6)
 
 
 def test_loss_context_apply_fn_reaches_the_loss():

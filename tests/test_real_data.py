@@ -148,7 +148,7 @@ def _few_steps(config):
 def test_catalog_and_pairing_configs_train(name, tf_free_features, tmp_path):
     config = _few_steps(importlib.import_module(f"configs.{name}").get_config("tiny"))
     with tfds.testing.mock_data(num_examples=16, policy=MOCK):
-        metrics = train_lib.train_and_evaluate(config, str(tmp_path))
+        metrics = train_lib.train_and_evaluate(config, str(tmp_path))["test"]
     assert metrics["num_examples"] == 16 and np.isfinite(metrics["loss"])
 
 
@@ -369,7 +369,7 @@ def _files_config(fmt, sources, **fields):
 @pytest.mark.parametrize("fmt", ["manifest", "coco", "idx", "image_folder"])
 def test_file_formats_convert_train_and_evaluate(fmt, sources, tmp_path):
     config = _files_config(fmt, sources)
-    metrics = train_lib.train_and_evaluate(config, str(tmp_path))
+    metrics = train_lib.train_and_evaluate(config, str(tmp_path))["test"]
     step, again = runs.evaluate_checkpoint(str(tmp_path))
     assert step == 2 and again["num_examples"] == metrics["num_examples"] > 0
     assert np.isfinite(again["loss"])

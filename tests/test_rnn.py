@@ -242,10 +242,10 @@ def test_token_cross_entropy_counts_words_and_the_end():
     loss, metrics = LOSSES.get("token_cross_entropy")({"token_logits": logits}, batch, CTX)
     nll_0 = -(2.0 - np.log(np.exp(2.0) + 2))
     expected = (nll_0 + 2 * np.log(3)) / 3
-    np.testing.assert_allclose(loss, expected, rtol=1e-6)
-    np.testing.assert_allclose(metrics["token_nll"], expected, rtol=1e-6)
+    np.testing.assert_allclose(loss, [expected], rtol=1e-6)
+    np.testing.assert_allclose(metrics["token_nll"], [expected], rtol=1e-6)
     # Position 0 right (argmax 2); positions 1, 2 uniform: argmax 0 (first), right at END.
-    np.testing.assert_allclose(metrics["token_accuracy"], 2 / 3, rtol=1e-6)
+    np.testing.assert_allclose(metrics["token_accuracy"], [2 / 3], rtol=1e-6)
 
 
 def test_token_cross_entropy_is_the_mean_of_batches_of_one():
@@ -264,7 +264,9 @@ def test_token_cross_entropy_is_the_mean_of_batches_of_one():
 
 
 def test_tiny_captioner_trains_and_reports_caption_metrics(tmp_path):
-    metrics = train_lib.train_and_evaluate(shapes_captioner.get_config("tiny"), str(tmp_path))
+    metrics = train_lib.train_and_evaluate(shapes_captioner.get_config("tiny"), str(tmp_path))[
+        "test"
+    ]
     for key in ("token_nll", "token_accuracy", "captioning/bleu4_greedy", "captioning/bleu4_beam",
                 "captioning/cider_greedy", "captioning/cider_beam", "caption_attribute_accuracy",
                 "caption_attribute_accuracy_greedy"):  # fmt: skip
@@ -278,7 +280,9 @@ def test_tiny_captioner_trains_and_reports_caption_metrics(tmp_path):
 
 
 def test_tiny_seq_autoencoder_trains(tmp_path):
-    metrics = train_lib.train_and_evaluate(digits_text_seq_ae.get_config("tiny"), str(tmp_path))
+    metrics = train_lib.train_and_evaluate(digits_text_seq_ae.get_config("tiny"), str(tmp_path))[
+        "test"
+    ]
     assert np.isfinite(metrics["token_accuracy"])
     assert 0.0 <= metrics["reconstruction/exact_match_beam"] <= 1.0
     assert (tmp_path / "images" / "reconstruction.txt").exists()

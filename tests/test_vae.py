@@ -171,7 +171,7 @@ def test_deconv_image_vae_and_laplace_audio_vae():
     np.testing.assert_allclose(out["target/audio"], audio_target(batch["audio"]), rtol=1e-6)
     assert out["recon/audio"].shape == out["target/audio"].shape == (B, 6, 129)
     loss, metrics = neg_elbo(out, batch, CTX, modality="audio", likelihood="laplace")
-    expected = nll("laplace", out["recon/audio"], out["target/audio"]).mean()
+    expected = nll("laplace", out["recon/audio"], out["target/audio"])  # per example
     np.testing.assert_allclose(metrics["reconstruction"], expected, rtol=1e-6)
 
 
@@ -342,10 +342,12 @@ def test_iwae_loss_trains_and_needs_apply_fn():
                 {"params": p}, b, train=train, rngs=rngs
             ),
         )
-        return iwae_loss({}, batch, ctx, num_samples=k)
+        values, metrics = iwae_loss({}, batch, ctx, num_samples=k)
+        return jnp.mean(values), (values, metrics)
 
-    (value, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(params, 3)
-    assert np.isfinite(value) and metrics["iwae"] == value
+    (value, (values, metrics)), grads = jax.value_and_grad(loss_of, has_aux=True)(params, 3)
+    chex.assert_shape(values, (B,))
+    assert np.isfinite(value) and np.array_equal(metrics["iwae"], values)
     chex.assert_tree_all_finite(grads)
     with pytest.raises(ConfigError, match="needs ctx.apply_fn"):
         iwae_loss({}, batch, CTX)
@@ -361,7 +363,7 @@ def test_digits_vae_iwae_tiny_trains_and_reports_iwae_nll(tmp_path):
     config.evaluators = (("iwae_nll", {"num_samples": 8, "chunk_size": 4}),)
     ((name, weight, kwargs),) = config.losses
     config.losses = ((name, weight, {**kwargs, "warmup_steps": 4}),)  # done by step 8
-    metrics = train_lib.train_and_evaluate(config, str(tmp_path))
+    metrics = train_lib.train_and_evaluate(config, str(tmp_path))["test"]
     assert np.isfinite(metrics["iwae_nll"]) and np.isfinite(metrics["neg_elbo"])
     assert metrics["iwae_nll"] < metrics["neg_elbo"]
     # Evaluated at the trained step, past the warm-up: the loss holds the full KL term.
