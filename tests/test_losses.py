@@ -184,7 +184,7 @@ def test_per_example_values_are_each_example_alone(name, kwargs):
     values, metrics = jax.jit(lambda o, b: fn(o, b, CTX, **kwargs))(outputs, batch)
     chex.assert_shape(values, (B,))
     for i in range(B):
-        one = jax.tree.map(lambda x: x[i : i + 1], (outputs, batch))
+        one = jax.tree.map(lambda x, i=i: x[i : i + 1], (outputs, batch))
         alone, alone_metrics = fn(*one, CTX, **kwargs)
         np.testing.assert_allclose(values[i], alone[0], rtol=1e-5)
         for key, value in metrics.items():
