@@ -275,3 +275,38 @@ def test_the_test_split_is_read_only_after_training(tmp_path, monkeypatch):
     assert test_reads and all(step == config.num_train_steps for step in test_reads)
     first_test = next(i for i, (split, _) in enumerate(reads) if split == "test")
     assert all(split == "test" for split, _ in reads[first_test:])
+
+
+def test_an_evaluator_that_does_not_fit_the_data_fails_before_step_one(tmp_path):
+    """The captioner's attribute accuracy on data without attributes: one line, before any
+    training step, naming the missing keys."""
+    import time
+
+    from configs import shapes_captioner
+
+    config = shapes_captioner.get_config("tiny")
+    config.data.extra_features = ()  # the data no longer carries the scene attributes
+    steps = []
+    start = time.perf_counter()
+    with pytest.raises(
+        ConfigError, match=r"evaluator 'captioning' needs batch keys 'attr/num_objects'"
+    ) as info:
+        train_lib.train_and_evaluate(config, str(tmp_path / "run"), on_step=steps.append)
+    assert time.perf_counter() - start < 20
+    assert steps == [] and "\n" not in str(info.value)
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any(
+        (tmp_path / "run" / "checkpoints").iterdir()
+    )
+
+
+def test_a_loss_the_model_cannot_feed_fails_before_step_one(tmp_path):
+    from configs import digits_fusion
+
+    config = digits_fusion.get_config("tiny")
+    config.losses = (("cross_entropy", 1.0), ("neg_elbo", 1.0))
+    steps = []
+    with pytest.raises(
+        ConfigError, match=r"loss 'neg_elbo' needs model outputs 'recon/image', 'z_mean'"
+    ):
+        train_lib.train_and_evaluate(config, str(tmp_path), on_step=steps.append)
+    assert steps == []
