@@ -24,7 +24,7 @@ def tiny_catalog(config: ml_collections.ConfigDict, train_split: str, eval_split
     config.eval_every = 0
     config.checkpoint_every = 4
     config.optimizer.warmup_steps = 2
-    config.data.train_split, config.data.eval_split = train_split, eval_split
+    config.data.train_split, config.data.test_split = train_split, eval_split
     if config.model.name == "fusion_classifier":
         config.model.features = 32
         config.model.hidden = (64,)
@@ -45,7 +45,7 @@ def catalog_classifier(
     `label`; `data_fields` set further `config.data` fields."""
     config = classifier_config(modalities, None)
     config.data.name = name
-    config.data.train_split, config.data.eval_split = splits
+    config.data.train_split, config.data.test_split = splits
     for key, value in data_fields.items():
         config.data[key] = value
     config.model.image_encoder = image_encoder

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from crossjax import sharding
 from crossjax.checkpoint import Checkpoints, WorkdirLock
 from crossjax.config import config_to_dict, validate_config
-from crossjax.data.pipeline import DataPipeline, GatherBatch
+from crossjax.data.pipeline import DataPipeline
 from crossjax.data.spec import dummy_batch
 from crossjax.errors import CrossjaxError
 from crossjax.evaluators import EvalContext, parse_evaluators
@@ -241,8 +241,6 @@ class Experiment:
         return jax.tree.map(lambda t: t / k, total)
 
     def _train_step(self, state: TrainState, batch, acc):
-        if isinstance(batch, GatherBatch):  # device-resident data: gather in this step
-            batch = batch.take(self.mesh)
         loss, metrics, grads = self._grads(state.params, batch, state.step)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -469,20 +467,21 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
         restored = ckpts.restore(exp.abstract_state(), "latest")
         state, start = restored.state, restored.step
         _warn_config_changes(restored.config, config_dict)
-        train_iter = data.global_train_batches(exp.mesh, restored.data_state, lazy=True)
+        train_iter = data.global_train_batches(exp.mesh, restored.data_state)
         log.info("Resumed from step %d in %s", start, workdir)
     else:
         state, start = exp.init(), 0
-        train_iter = data.global_train_batches(exp.mesh, lazy=True)
+        train_iter = data.global_train_batches(exp.mesh)
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(json.dumps(config_dict, indent=2))
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     log.info(
-        "Model %s: %d parameters; %d train / %d eval examples",
+        "Model %s: %d parameters; %d train / %d validation / %d test examples",
         config.model.name,
         num_params,
-        data.num_train,
-        data.num_eval,
+        data.num_examples["train"],
+        data.num_examples["validation"],
+        data.num_examples["test"],
     )
 
     total = config.num_train_steps
