@@ -73,7 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
             # Incomplete training data: this fraction of training examples (chosen once, by
             # missing_seed) each lose one modality drawn from missing_modalities (() = all
             # of modalities); batches then carry `present/<m>` (B,) bool and the absent
-            # values are zeroed. The eval split stays complete.
+            # values are zeroed. Validation and test stay complete.
             "missing_fraction": 0.0,
             "missing_modalities": (),
             "missing_seed": 0,

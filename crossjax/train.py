@@ -319,7 +319,8 @@ class Experiment:
     def _eval_global_batches(self):
         """One pass over the eval split as global batches with a `valid` (B,) bool entry."""
         size = self.config.eval_batch_size or self.config.batch_size
-        for local in self.data.eval_batches(size):
+        # Still the test split, as before; choosing on "validation" is a trainer change.
+        for local in self.data.eval_batches(size, split="test"):
             yield sharding.to_global(local, self.mesh)
 
     def _eval_batches_for_evaluators(self):
