@@ -14,7 +14,6 @@ reproducible and survives resumption.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections.abc import Iterator
@@ -55,7 +54,6 @@ from crossjax.data.text import Vocabulary
 from crossjax.data.tfds_source import default_data_dir, load_split_sources
 from crossjax.errors import ConfigError
 
-log = logging.getLogger(__name__)
 __all__ = ["DataPipeline", "Preprocessor", "collate", "default_data_dir", "load_split_sources"]
 
 
