@@ -75,11 +75,11 @@ def shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
     config.optimizer.warmup_steps = 2
 
 
-def tiny_catalog(config: ml_collections.ConfigDict, train_split: str, eval_split: str) -> None:
+def tiny_catalog(config: ml_collections.ConfigDict, train_split: str, test_split: str) -> None:
     """A few small steps on the given (small) splits of a catalog dataset."""
     run_length(config, steps=8, batch_size=16, log_every=4, checkpoint_every=4)
     config.optimizer.warmup_steps = 2
-    config.data.train_split, config.data.eval_split = train_split, eval_split
+    config.data.train_split, config.data.test_split = train_split, test_split
     if config.model.name == "fusion_classifier":
         config.model.features = 32
         config.model.hidden = (64,)

@@ -29,7 +29,7 @@ def catalog_classifier(
     `label`; `data_fields` set further `config.data` fields."""
     config = classifier_config(modalities, None)
     config.data.name = name
-    config.data.train_split, config.data.eval_split = splits
+    config.data.train_split, config.data.test_split = splits
     for key, value in data_fields.items():
         config.data[key] = value
     config.model.image_encoder = image_encoder

@@ -125,15 +125,15 @@ def bare_loop_steps_per_s(
     config: ml_collections.ConfigDict, workdir: str | Path, steps: int
 ) -> float:
     """Steps/s of a bare Python loop over the trainer's jitted train step, fed what the
-    trainer feeds it: batches of the run's pipeline (with the default device cache,
-    `GatherBatch`es that the step gathers from device-resident arrays), 8 of them fetched
-    up front and cycled. The reference for the trainer's overhead: no iterator, logging,
+    trainer feeds it: global batches of the run's pipeline (with the default device cache,
+    gathered on the devices from device-resident arrays), 8 of them fetched up front and
+    cycled. The reference for the trainer's overhead: no iterator, logging,
     checkpointing or progress bar."""
     Path(workdir).mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(config)
     data = open_data(config, Path(workdir))
     exp = Experiment(config, data, mesh)
-    it = data.global_train_batches(mesh, lazy=True)
+    it = data.global_train_batches(mesh)
     batches = [next(it) for _ in range(8)]
     state, acc = exp.init(), exp.empty_train_metrics()
     state, acc = exp.train_step(state, batches[0], acc)

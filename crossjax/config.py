@@ -46,8 +46,15 @@ def base_config() -> ml_collections.ConfigDict:
             # defaults, e.g. {"image": "image_svhn"} or {"text": "captions/text"}.
             "features": {},
             "label_key": "label",  # "" for unlabelled data
+            # Train on train, choose on validation, report test once. Validation is the
+            # dataset's own split where it has one (validation_split, e.g. "validation"),
+            # else (None) a hold-out of validation_fraction of train, stratified by label,
+            # chosen by validation_seed (fixed across training seeds) and never trained on.
             "train_split": "train",
-            "eval_split": "test",
+            "validation_split": None,
+            "validation_fraction": 0.1,
+            "validation_seed": 0,
+            "test_split": "test",
             "max_text_len": 16,
             "vocab_min_count": 2,
             "max_vocab_size": 5000,
@@ -66,7 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
             # Incomplete training data: this fraction of training examples (chosen once, by
             # missing_seed) each lose one modality drawn from missing_modalities (() = all
             # of modalities); batches then carry `present/<m>` (B,) bool and the absent
-            # values are zeroed. The eval split stays complete.
+            # values are zeroed. Validation and test stay complete.
             "missing_fraction": 0.0,
             "missing_modalities": (),
             "missing_seed": 0,
@@ -162,6 +169,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     if not isinstance(config.data.get("name"), str) or not config.data.name:
         raise ConfigError("config.data.name must name a dataset, e.g. 'crossjax_digits'")
+    check_data_config(config.data)
     opt = config.optimizer
     for name in ("learning_rate", "weight_decay", "grad_clip_norm", "b1", "b2"):
         if not isinstance(opt.get(name), (int, float)) or isinstance(opt.get(name), bool):
@@ -169,6 +177,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(opt.get("warmup_steps"), int) or opt.warmup_steps < 0:
         raise ConfigError(
             f"config.optimizer.warmup_steps={opt.get('warmup_steps')!r} must be an integer >= 0"
+        )
+
+
+def check_data_config(data: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for data fields that were renamed."""
+    if "eval_split" in data:
+        raise ConfigError(
+            "data.eval_split was renamed data.test_split (validation: data.validation_split); "
+            "rename it in your config"
         )
 
 

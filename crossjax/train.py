@@ -28,7 +28,7 @@ from tqdm import tqdm
 from crossjax import sharding
 from crossjax.checkpoint import Checkpoints, WorkdirLock, restore_experiment
 from crossjax.config import config_to_dict, validate_config
-from crossjax.data.pipeline import DataPipeline, GatherBatch
+from crossjax.data.pipeline import DataPipeline
 from crossjax.data.spec import dummy_batch
 from crossjax.errors import ConfigError, CrossjaxError
 from crossjax.evaluators import EvalContext, evaluator_requirements, parse_evaluators
@@ -336,8 +336,6 @@ class Experiment:
         return loss / k, jax.tree.map(lambda m: m / k, metrics), grads
 
     def _train_step(self, state: TrainState, batch, acc):
-        if isinstance(batch, GatherBatch):  # device-resident data: gather in this step
-            batch = batch.take(self.mesh)
         loss, metrics, grads = self._grads(state.params, batch, state.step)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -576,11 +574,11 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
         restored = ckpts.restore(exp.abstract_state(), "latest")
         state, start = restored.state, restored.step
         _warn_config_changes(restored.config, config_dict)
-        train_iter = data.global_train_batches(exp.mesh, restored.data_state, lazy=True)
+        train_iter = data.global_train_batches(exp.mesh, restored.data_state)
         log.info("Resumed from step %d in %s", start, workdir)
     else:
         state, start = exp.init(), 0
-        train_iter = data.global_train_batches(exp.mesh, lazy=True)
+        train_iter = data.global_train_batches(exp.mesh)
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(json.dumps(config_dict, indent=2))
     num_params = sum(x.size for x in jax.tree.leaves(state.params))

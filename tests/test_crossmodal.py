@@ -43,7 +43,7 @@ def data(tmp_path_factory):
 
 def _ctx(data, model, tmp_path, writer=None, restore_run=runs.restore_run):
     def batches():
-        for batch in data.eval_batches(64):
+        for batch in data.eval_batches(64, split="test"):  # the split the trainer evaluates
             valid = batch.pop("valid")
             yield batch, valid
 

@@ -56,23 +56,31 @@ def test_iterator_state_resumes_exactly(pipeline):
             np.testing.assert_array_equal(got[key], want[key])
 
 
-def test_epoch_visits_every_training_example_once(pipeline):
+def _image_keys(images) -> set[bytes]:
+    return {np.asarray(im, np.float32).reshape(-1).tobytes() for im in images}
+
+
+def test_epoch_visits_every_training_example_once_and_no_validation_example(pipeline):
     it = pipeline.train_iterator()
-    steps = pipeline.num_train // 16
-    images = np.concatenate([next(it)["image"].reshape(16, -1) for _ in range(steps)])
+    steps = pipeline.num_train // 16  # 432 of the 480 (48 held out)
+    images = np.concatenate([next(it)["image"] for _ in range(steps * 3)])  # three epochs
     source = pipeline.sources["train"]
-    assert len({im.tobytes() for im in images}) == len(
-        {np.asarray(source[i]["image"], np.float32).tobytes() for i in range(len(source))}
-    )
+    train = _image_keys(source[int(i)]["image"] for i in pipeline.row_indices["train"])
+    held = _image_keys(source[int(i)]["image"] for i in pipeline.row_indices["validation"])
+    seen = _image_keys(images)
+    assert seen == train and not seen & held and len(held) > 40
 
 
-def test_eval_pass_covers_each_example_once_with_padding(pipeline):
-    batches = list(pipeline.eval_batches(batch_size=32))
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_eval_pass_covers_each_example_once_with_padding(pipeline, split):
+    batches = list(pipeline.eval_batches(batch_size=32, split=split))
     valid = np.concatenate([b["valid"] for b in batches])
-    assert valid.sum() == pipeline.num_eval and len(valid) == 32 * len(batches)
+    n = pipeline.num_examples[split]
+    assert valid.sum() == n and len(valid) == 32 * len(batches) and not valid[n:].any()
     labels = np.concatenate([b["label"][b["valid"]] for b in batches])
-    source = pipeline.sources["test"]
-    np.testing.assert_array_equal(labels, [source[i]["label"] for i in range(len(source))])
+    source = pipeline.sources["train" if split == "validation" else "test"]
+    rows = pipeline.row_indices[split]
+    np.testing.assert_array_equal(labels, [source[int(i)]["label"] for i in rows])
 
 
 def test_vocabulary_is_stored_with_the_run_and_reloaded(pipeline, tmp_path):
@@ -129,8 +137,8 @@ def test_memory_cache_gives_the_same_batches_as_reading_the_source(tmp_path):
         config = _data_config()
         config.cache = mode
         p = DataPipeline(config, batch_size=16, seed=5, vocab_path=tmp_path / "v.json")
-        assert bool(p._cache) == (mode == "always")
         it = p.train_iterator()
+        assert (p.rows("train").arrays is not None) == (mode == "always")
         batches[mode] = [next(it) for _ in range(35)] + list(p.eval_batches(batch_size=48))
     for uncached, cached in zip(batches["never"], batches["always"], strict=True):
         assert uncached.keys() == cached.keys()
@@ -140,14 +148,14 @@ def test_memory_cache_gives_the_same_batches_as_reading_the_source(tmp_path):
 
 
 def test_device_resident_batches_equal_host_batches_and_resume(pipeline):
-    from crossjax.data.pipeline import _DeviceBatches, _HostBatches
-    from crossjax.sharding import make_mesh, to_host
+    from crossjax.data.batches import DeviceGather, GlobalBatches
+    from crossjax.sharding import make_mesh, to_global, to_host
 
     mesh = make_mesh(8)
     device = pipeline.global_train_batches(mesh)
-    assert isinstance(device, _DeviceBatches)  # tiny digits are cached in memory
-    host = _HostBatches(pipeline.train_iterator(), mesh)
-    for _ in range(33):  # crosses an epoch boundary (30 batches)
+    assert isinstance(device._place, DeviceGather)  # tiny digits are cached in memory
+    host = GlobalBatches(pipeline.train_iterator(), lambda b: to_global(b, mesh))
+    for _ in range(30):  # crosses an epoch boundary (27 batches)
         want, got = next(host), next(device)
         assert got["image"].sharding.spec == want["image"].sharding.spec
         for key in want:

@@ -91,7 +91,7 @@ def test_coco_captions_without_image_size_is_a_config_error(tf_free_features):
 
 
 def test_spoken_digit_is_cropped_to_audio_length(tf_free_features):
-    data = _data("spoken_digit", ("audio",), train_split="train[:90%]", eval_split="train[90%:]")
+    data = _data("spoken_digit", ("audio",), train_split="train[:90%]", test_split="train[90%:]")
     with tfds.testing.mock_data(num_examples=16, policy=MOCK):
         with pytest.raises(ConfigError, match="varying length; set data.audio_length"):
             DataPipeline(data, batch_size=8, seed=0, vocab_path=None)
@@ -392,7 +392,7 @@ def test_bad_rows_are_skipped_with_one_warning(sources, tmp_path, caplog):
     message = warnings[0].getMessage()
     assert "Skipped 3 of 24 rows" in message and "line 4: missing file" in message
     assert "line 6: cannot decode image" in message and "line 8: empty caption" in message
-    assert p.num_train + p.num_eval == 21
+    assert sum(p.num_examples.values()) == 21 and p.num_train == p.num_examples["train"]
 
 
 def test_every_row_bad_is_an_error(tmp_path):

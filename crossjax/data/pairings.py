@@ -47,7 +47,7 @@ TEXTURE_SIZE = 96  # side of each PolyMNIST view's background texture
 
 def read_source(name: str, split: str, data_dir: str) -> Sequence[dict[str, Any]]:
     """Random-access examples of split `split` of TFDS dataset `name` (prepared if needed)."""
-    from crossjax.data.pipeline import load_split_sources  # local: pipeline imports catalog
+    from crossjax.data.tfds_source import load_split_sources  # local: it imports catalog
 
     return load_split_sources(name, data_dir, [split])[0][split]
 
