@@ -81,13 +81,14 @@ class CrossModalGenerator:
     vocab: Any = None
     data: Any = None  # the run's DataPipeline, when restored from a workdir
 
-    def eval_examples(self, num: int) -> dict[str, np.ndarray]:
-        """The first `num` examples of the run's eval split, as one numpy batch."""
+    def eval_examples(self, num: int, split: str = "test") -> dict[str, np.ndarray]:
+        """The first `num` examples of the run's `split` ("test" or "validation"), as one
+        numpy batch."""
         if self.data is None:
             raise ConfigError(
                 "eval_examples needs a generator restored with crossjax.runs.load_generator"
             )
-        batch = next(iter(self.data.eval_batches(max(num, 1))))
+        batch = next(iter(self.data.eval_batches(max(num, 1), split=split)))
         valid = batch.pop("valid")
         return {k: v[valid][:num] for k, v in batch.items()}
 

@@ -5,7 +5,7 @@
     python scripts/generate.py --workdir runs/digits_mvae --sources audio --targets image,text \
         --num 10
 
-Inputs are the --text prompts, or else the first --num examples of the run's eval split.
+Inputs are the --text prompts, or else the first --num examples of the run's test split.
 Each image target is saved as a grid (one row per input; an image source is shown
 first) in --out (default WORKDIR/generated/<sources>_to_<target>.png); text targets and
 text sources are printed, one line per input.
@@ -24,7 +24,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a multimodal VAE run
 _SOURCES = flags.DEFINE_list("sources", None, "Modalities to encode, e.g. text or text,audio.")
 _TARGETS = flags.DEFINE_list("targets", None, "Modalities to generate, e.g. image or image,text.")
 _TEXT = flags.DEFINE_multi_string("text", [], "A text prompt (repeatable); needs --sources text.")
-_NUM = flags.DEFINE_integer("num", 8, "Eval examples to generate from when no --text is given.")
+_NUM = flags.DEFINE_integer("num", 8, "Test examples to generate from when no --text is given.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
 _SAMPLE = flags.DEFINE_bool("sample", False, "Decode a posterior sample instead of the mean.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of --sample.")
