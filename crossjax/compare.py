@@ -44,7 +44,8 @@ _WARMUP_STEPS = 3
 
 @dataclasses.dataclass
 class MethodResult:
-    """What the table shows for one method (metrics: the final test record)."""
+    """What the table shows for one method (metrics: the final test record;
+    validation_metrics: the final validation record, on which methods are chosen)."""
 
     method: str
     metrics: dict[str, float]
@@ -52,6 +53,7 @@ class MethodResult:
     step_ms: float
     loop_steps_per_s: float | None
     curves: dict | None  # the run's robustness.json, when it has one
+    validation_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def methods() -> list[str]:
@@ -89,15 +91,15 @@ def prepare_config(
     return config
 
 
-def final_test_record(workdir: Path, num_steps: int) -> dict | None:
-    """The test record of step `num_steps` in workdir/metrics.jsonl, if the run got there."""
+def final_record(workdir: Path, num_steps: int, split: str = "test") -> dict | None:
+    """The `split` record of step `num_steps` in workdir/metrics.jsonl, if the run got there."""
     path = workdir / "metrics.jsonl"
     if not path.exists():
         return None
     found = None
     for line in path.read_text().splitlines():
         record = json.loads(line)
-        if record.get("split") == "test" and record.get("step") == num_steps:
+        if record.get("split") == split and record.get("step") == num_steps:
             found = record
     return found
 
@@ -145,11 +147,11 @@ def run_method(
     """Trains (unless finished) and times one method in `workdir`."""
     from crossjax.train import train_and_evaluate
 
-    record = final_test_record(workdir, config.num_train_steps)
+    record = final_record(workdir, config.num_train_steps)
     if record is None:
         log.info("Training %s in %s", method, workdir)
         train_and_evaluate(config, str(workdir))
-        record = final_test_record(workdir, config.num_train_steps)
+        record = final_record(workdir, config.num_train_steps)
         if record is None:
             raise RuntimeError(f"{method}: training in {workdir} ended without a final eval")
     else:
@@ -169,6 +171,7 @@ def run_method(
         timing_path.write_text(json.dumps(timing, indent=2))
     curves_path = workdir / "robustness.json"
     metrics = {k: v for k, v in record.items() if k not in ("step", "split")}
+    validation = final_record(workdir, config.num_train_steps, "validation") or {}
     return MethodResult(
         method=method,
         metrics=metrics,
@@ -176,6 +179,7 @@ def run_method(
         step_ms=timing["step_ms"],
         loop_steps_per_s=_loop_steps_per_s(workdir),
         curves=json.loads(curves_path.read_text()) if curves_path.exists() else None,
+        validation_metrics={k: v for k, v in validation.items() if k not in ("step", "split")},
     )
 
 
@@ -214,13 +218,14 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def markdown_table(results: Sequence[MethodResult]) -> str:
     """One row per method: accuracy, F1, size, speed, robustness."""
-    header = ["method", "test acc", "macro-F1", "params", "step ms"]
+    header = ["method", "validation acc", "test acc", "macro-F1", "params", "step ms"]
     header += [f"AUC {m}" for m in MODALITIES] + [f"acc w/o {m}" for m in MODALITIES]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         m = r.metrics
         row = [
             f"`{r.method}`",
+            _fmt(r.validation_metrics.get("accuracy")),
             _fmt(m.get("accuracy")),
             _fmt(m.get("macro_f1")),
             f"{r.num_params:,}",
@@ -249,8 +254,9 @@ def write_report(
         f"# Fusion methods on `{dataset}`",
         "",
         f"Made by `{command or 'scripts/compare.py'}`: every method trained for {steps} "
-        "steps from its config (`configs/digits_fusion.py:<method>`), then evaluated once on "
-        "the test split.",
+        "steps from its config (`configs/digits_fusion.py:<method>`), then evaluated on the "
+        "validation split (a seeded hold-out of train, on which to choose) and once on the "
+        "test split.",
         "",
         markdown_table(results),
         "",
