@@ -1,7 +1,7 @@
 """Two-tower (dual encoder) model for contrastive image-text learning (CLIP, SigLIP).
 
 An image tower (any `IMAGE_ENCODERS` entry: "mlp", "cnn", "vit") and a text tower (any
-`TEXT_ENCODERS` entry: "bow", "transformer") map their modality into one shared space of
+`TEXT_ENCODERS` entry: "bow", "transformer", "lstm", "gru") map their modality into one shared space of
 `embed_dim`; the embeddings are L2-normalised in float32. The model also owns the learned
 logit scale t (stored as log t, used as min(exp(log t), 100)) and bias b of the losses in
 `crossjax.losses.contrastive`.
@@ -21,17 +21,8 @@ import jax.numpy as jnp
 
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
-from crossjax.models import (
-    MODELS,
-    encoder_kwargs,
-    parse_dtype,
-    positive_int,
-    read_fields,
-    require_modalities,
-    text_vocab_size,
-)
-from crossjax.models.encoders import IMAGE_ENCODERS
-from crossjax.models.transformer import POOLS, TEXT_ENCODERS
+from crossjax.models.factory import MODELS, parse_dtype, positive_int, read_fields
+from crossjax.models.modality_encoders import build_encoders, masked_text, parse_encoder_kwargs
 
 MAX_LOGIT_SCALE = 100.0  # as in CLIP: keeps the softmax from collapsing onto one pair
 
@@ -78,8 +69,7 @@ class TwoTower(nn.Module):
         self, text: jax.Array, text_mask: jax.Array | None = None, *, train: bool = False
     ) -> jax.Array:
         """text (B, L) int32 and text_mask (B, L) bool (default: text != 0) -> (B, D)."""
-        mask = (text != 0) if text_mask is None else text_mask.astype(bool)
-        emb = self.text_encoder(jnp.where(mask, text, 0), mask, train=train)
+        emb = self.text_encoder(*masked_text(text, text_mask), train=train)
         chex.assert_rank(emb, 2)
         return l2_normalize(emb)
 
@@ -107,17 +97,6 @@ _DEFAULTS = {
 _TOWERS = ("image", "text")
 
 
-def _tower_kwargs(cls: type[nn.Module], kwargs: Any, tower: str, model: str) -> dict[str, Any]:
-    """`encoder_kwargs.<tower>` checked against the encoder's fields (lists -> tuples)."""
-    kwargs = encoder_kwargs(cls, kwargs, model, tower)
-    if kwargs.get("pool", "mean") not in POOLS:
-        raise ConfigError(
-            f"model {model!r}: encoder_kwargs.{tower}.pool={kwargs['pool']!r}; "
-            f"valid: {', '.join(POOLS)}"
-        )
-    return kwargs
-
-
 def _real(value: Any, field: str, model: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ConfigError(f"model {model!r} has {field}={value!r}; valid: a finite number")
@@ -129,30 +108,20 @@ def two_tower(config: Any, spec: DataSpec) -> TwoTower:
     """Builds a `TwoTower` from the `model` config section (fields in `_DEFAULTS`)."""
     model = "two_tower"
     fields = read_fields(config, _DEFAULTS, model)
-    require_modalities(model, _TOWERS, spec)
-    vocab_size = text_vocab_size(spec, model)
-    encoder_kwargs = fields["encoder_kwargs"] or {}
-    if not isinstance(encoder_kwargs, dict):
-        raise ConfigError(
-            f"model {model!r} has encoder_kwargs={encoder_kwargs!r}; valid: a dict keyed by "
-            f"tower ({', '.join(_TOWERS)})"
-        )
-    unknown = sorted(set(encoder_kwargs) - set(_TOWERS))
-    if unknown:
-        raise ConfigError(
-            f"model {model!r}: encoder_kwargs has key {unknown[0]!r}; valid: {', '.join(_TOWERS)}"
-        )
+    encoder_kwargs = parse_encoder_kwargs(fields["encoder_kwargs"], model, _TOWERS)
     embed_dim = positive_int(fields["embed_dim"], "embed_dim", model)
     dtype = parse_dtype(fields["dtype"], model)
-    image_cls = IMAGE_ENCODERS.get(fields["image_encoder"])
-    text_cls = TEXT_ENCODERS.get(fields["text_encoder"])
-    image_kwargs = _tower_kwargs(image_cls, encoder_kwargs.get("image"), "image", model)
-    text_kwargs = _tower_kwargs(text_cls, encoder_kwargs.get("text"), "text", model)
+    towers = build_encoders(
+        {tower: fields[f"{tower}_encoder"] for tower in _TOWERS},
+        encoder_kwargs,
+        spec,
+        features=embed_dim,
+        dtype=dtype,
+        model=model,
+    )
     return TwoTower(
-        image_encoder=image_cls(features=embed_dim, dtype=dtype, **image_kwargs),
-        text_encoder=text_cls(
-            vocab_size=vocab_size, features=embed_dim, dtype=dtype, **text_kwargs
-        ),
+        image_encoder=towers["image"],
+        text_encoder=towers["text"],
         init_temperature=_real(fields["init_temperature"], "init_temperature", model),
         init_bias=_real(fields["init_bias"], "init_bias", model),
         dtype=dtype,

@@ -130,6 +130,12 @@ def decoded_shape(modality: str, spec: DataSpec) -> tuple[int, ...]:
     if modality == "text" and spec.max_text_len and spec.vocab_size:
         return spec.max_text_len, spec.vocab_size
     if modality == "audio" and spec.audio_shape is not None:
+        if len(spec.audio_shape) != 1 or spec.audio_shape[0] < AUDIO_FRAME_LENGTH:
+            raise ConfigError(
+                f"audio {tuple(spec.audio_shape)} has no log spectrogram target of "
+                f"{AUDIO_FRAME_LENGTH}-sample frames; valid: a waveform (T,), T >= "
+                f"{AUDIO_FRAME_LENGTH}"
+            )
         return spectrogram_shape(spec.audio_shape[0], AUDIO_FRAME_LENGTH, AUDIO_HOP_LENGTH)
     raise ConfigError(
         f"no decoder for modality {modality!r} with this dataset; "

@@ -1,10 +1,18 @@
 """Per-modality encoders: one input modality (B, ...) -> an embedding (B, features).
 
-Image encoders take `image` (B, H, W, C) and are chosen by name from `IMAGE_ENCODERS`
-("mlp" | "cnn", or "package.module:Class" for your own module with the same fields);
-`GridCNNImageEncoder` keeps a grid of cells (B, N, features) for a decoder to attend over.
-`BagOfWordsTextEncoder` takes `text` (B, L) and `text_mask` (B, L); `AudioEncoder`
-takes a raw waveform `audio` (B, T). All compute in `dtype`; params stay float32.
+One registry per modality names the encoders a config can choose
+(`crossjax.models.modality_encoders` builds them for every model family; a name
+"package.module:Class" imports your own module with the same fields):
+- `IMAGE_ENCODERS`: `image` (B, H, W, C) -> (B, features): "mlp", "cnn" (here),
+  "vit" (`crossjax.models.transformer`). `GridCNNImageEncoder` keeps a grid of cells
+  (B, N, features) for a decoder to attend over.
+- `TEXT_ENCODERS`: `text` (B, L) int32 and `text_mask` (B, L) bool -> (B, features):
+  "bow" (here), "transformer", "lstm", "gru" (`crossjax.models.recurrent`).
+- `AUDIO_ENCODERS`: a raw waveform `audio` (B, T) -> (B, features): "cnn" (here).
+
+An encoder may define `check(input_shape)`, raising ValueError when its fields do not
+fit the per-example input shape (no batch dim); the builder turns that into a
+ConfigError before the first step. All compute in `dtype`; params stay float32.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from crossjax.models.conv import Conv, map_batch_blocks, pyramid_blocks
 from crossjax.registry import Registry
 
 IMAGE_ENCODERS: Registry[type[nn.Module]] = Registry("image encoder")
+TEXT_ENCODERS: Registry[type[nn.Module]] = Registry("text encoder")
+AUDIO_ENCODERS: Registry[type[nn.Module]] = Registry("audio encoder")
 
 _LOG_EPS = 1e-6
 
@@ -133,6 +143,7 @@ class GridCNNImageEncoder(nn.Module):
         return nn.Dense(self.features, dtype=self.dtype)(x)
 
 
+@TEXT_ENCODERS.register("bow")
 class BagOfWordsTextEncoder(nn.Module):
     """Word embeddings, masked mean over tokens, then Dense: text (B, L) -> (B, features).
 
@@ -168,6 +179,17 @@ def num_frames(num_samples: int, frame_length: int, hop_length: int) -> int:
     return 1 + (num_samples - frame_length) // hop_length
 
 
+def check_waveform(input_shape: Sequence[int], frame_length: int) -> None:
+    """ValueError unless `input_shape` is a waveform (T,) of at least `frame_length` samples."""
+    if len(input_shape) != 1:
+        raise ValueError(f"reads a waveform (T,) but the audio is {tuple(input_shape)}")
+    if input_shape[0] < frame_length:
+        raise ValueError(
+            f"audio has {input_shape[0]} samples, fewer than frame_length={frame_length}; "
+            f"valid: frame_length <= {input_shape[0]}"
+        )
+
+
 def hann_window(frame_length: int) -> np.ndarray:
     """Periodic Hann window (as scipy.signal.get_window("hann", N)): (frame_length,)."""
     n = np.arange(frame_length)
@@ -189,6 +211,7 @@ def log_spectrogram(audio: jax.Array, frame_length: int, hop_length: int) -> jax
     return jnp.log(_LOG_EPS + jnp.abs(spectrum))
 
 
+@AUDIO_ENCODERS.register("cnn")
 class AudioEncoder(nn.Module):
     """Log spectrogram then a temporal conv net: audio (B, T) -> (B, features).
 
@@ -206,6 +229,10 @@ class AudioEncoder(nn.Module):
     kernel_size: int = 3
     features: int = 128
     dtype: Any = jnp.float32
+
+    def check(self, input_shape: Sequence[int]) -> None:
+        """ValueError unless the audio is a waveform (T,) with T >= frame_length."""
+        check_waveform(input_shape, self.frame_length)
 
     @nn.compact
     def __call__(self, audio: jax.Array, *, train: bool = False) -> jax.Array:

@@ -1,6 +1,8 @@
 """Fusion classifier over any subset of image, text and audio.
 
-Each modality has its own encoder (B, ...) -> (B, features); a fusion module from
+Each modality has its own encoder (B, ...) -> (B, features), any of that modality's
+encoders (`image_encoder`, `text_encoder`, `audio_encoder`; built by
+`crossjax.models.modality_encoders`); a fusion module from
 `FUSIONS` (`config.model.fusion`, options in `config.model.fusion_kwargs`; the zoo is in
 `crossjax.models.fusion_methods`) combines the embeddings (zeroed for missing
 modalities) and their presence bits into one vector, and an MLP head maps it to
@@ -23,33 +25,23 @@ import jax.numpy as jnp
 
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
-from crossjax.models import (
+from crossjax.models.encoders import check_waveform, log_spectrogram
+from crossjax.models.factory import (
     MODELS,
-    encoder_kwargs,
     int_tuple,
     parse_dtype,
     positive_int,
     read_fields,
-    require_modalities,
-    text_vocab_size,
-)
-from crossjax.models.encoders import (
-    IMAGE_ENCODERS,
-    AudioEncoder,
-    BagOfWordsTextEncoder,
-    log_spectrogram,
 )
 from crossjax.models.fusion_methods import FUSIONS, ConcatFusion  # noqa: F401 - re-exported
-
-SUPPORTED_MODALITIES = ("image", "text", "audio")
-
-
-def presence(batch: Mapping[str, jax.Array], modality: str, batch_size: int) -> jax.Array:
-    """`present/<modality>` (B,) bool, or all True when the batch has no such key."""
-    key = f"present/{modality}"
-    if key in batch:
-        return batch[key].astype(bool)
-    return jnp.ones((batch_size,), dtype=bool)
+from crossjax.models.modality_encoders import (  # noqa: F401 - re-exported
+    SUPPORTED_MODALITIES,
+    build_encoders,
+    encoder_inputs,
+    parse_encoder_kwargs,
+    parse_modalities,
+    presence,
+)
 
 
 def _batch_size(batch: Mapping[str, jax.Array], modalities: Sequence[str]) -> int:
@@ -102,15 +94,7 @@ class FusionClassifier(nn.Module):
     def _encode(
         self, modality: str, batch: Mapping[str, jax.Array], keep: jax.Array, train: bool
     ) -> jax.Array:
-        encoder = self.encoders[modality]
-        if modality == "text":
-            text = batch["text"]
-            mask = batch["text_mask"] if "text_mask" in batch else text != 0
-            mask = jnp.logical_and(mask.astype(bool), keep[:, None])
-            return encoder(jnp.where(mask, text, 0), mask, train=train)
-        x = batch[modality]
-        x = jnp.where(keep.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0)
-        return encoder(x, train=train)
+        return self.encoders[modality](*encoder_inputs(modality, batch, keep), train=train)
 
 
 # --- raw features for early fusion --------------------------------------------------
@@ -160,6 +144,10 @@ class SpectrogramFeatures(nn.Module):
     hop_length: int = 128
     dtype: Any = jnp.float32
 
+    def check(self, input_shape: Sequence[int]) -> None:
+        """ValueError unless the audio is a waveform (T,) with T >= frame_length."""
+        check_waveform(input_shape, self.frame_length)
+
     def __call__(self, audio: jax.Array, *, train: bool = False) -> jax.Array:
         spec = log_spectrogram(audio, self.frame_length, self.hop_length)  # (B, frames, bins)
         mean = jnp.mean(spec, axis=-1, keepdims=True)
@@ -176,7 +164,9 @@ RAW_FEATURES: dict[str, type[nn.Module]] = {
 
 _DEFAULTS = {
     "modalities": None,  # None: every supported modality the dataset provides
-    "image_encoder": "mlp",
+    "image_encoder": "mlp",  # any IMAGE_ENCODERS name: mlp | cnn | vit | "module:Class"
+    "text_encoder": "bow",  # any TEXT_ENCODERS name: bow | transformer | lstm | gru
+    "audio_encoder": "cnn",  # any AUDIO_ENCODERS name
     "encoder_kwargs": {},  # per modality, e.g. {"image": {"channels": (16, 32)}}
     "features": 128,
     "hidden": (256,),
@@ -185,73 +175,6 @@ _DEFAULTS = {
     "fusion_kwargs": {},  # fields of the fusion module, e.g. {"rank": 8} for lmf
     "dtype": "float32",
 }
-
-
-def _encoder_class(modality: str, image_encoder: str, raw: bool) -> type[nn.Module]:
-    if raw:  # early fusion: the fusion holds the shared encoder
-        return RAW_FEATURES[modality]
-    if modality == "image":
-        return IMAGE_ENCODERS.get(image_encoder)
-    return {"text": BagOfWordsTextEncoder, "audio": AudioEncoder}[modality]
-
-
-def _build_encoder(
-    modality: str, fields: dict[str, Any], spec: DataSpec, dtype: Any, model: str
-) -> nn.Module:
-    cls = _encoder_class(modality, fields["image_encoder"], fields["raw_inputs"])
-    kwargs = encoder_kwargs(cls, fields["encoder_kwargs"].get(modality), model, modality)
-    if modality == "text":
-        kwargs["vocab_size"] = text_vocab_size(spec, model)
-    if modality == "audio" and spec.audio_shape is not None:
-        frame_length = kwargs.get("frame_length", cls.frame_length)
-        if spec.audio_shape[-1] < frame_length:
-            raise ConfigError(
-                f"model {model!r}: audio has {spec.audio_shape[-1]} samples, fewer than "
-                f"frame_length={frame_length}; set encoder_kwargs.audio.frame_length smaller"
-            )
-    if "features" in inspect.signature(cls).parameters:
-        kwargs["features"] = fields["features"]
-    return cls(dtype=dtype, **kwargs)
-
-
-def parse_modalities(value: Any, spec: DataSpec, model: str) -> tuple[str, ...]:
-    """`config.model.modalities` checked: default every supported modality of `spec`;
-    each one supported, none twice, all in the dataset."""
-    if value is None:
-        value = tuple(m for m in SUPPORTED_MODALITIES if m in spec.modalities)
-    modalities = (value,) if isinstance(value, str) else tuple(value)
-    if not modalities:
-        raise ConfigError(
-            f"model {model!r} needs at least one modality; valid: {', '.join(SUPPORTED_MODALITIES)}"
-        )
-    for modality in modalities:
-        if modality not in SUPPORTED_MODALITIES:
-            raise ConfigError(
-                f"model {model!r} cannot encode modality {modality!r}; "
-                f"valid: {', '.join(SUPPORTED_MODALITIES)}"
-            )
-    if len(set(modalities)) != len(modalities):
-        raise ConfigError(f"model {model!r} lists a modality twice: {modalities}")
-    require_modalities(model, modalities, spec)
-    return modalities
-
-
-def _parse_encoder_kwargs(value: Any, model: str) -> dict[str, dict[str, Any]]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(
-            f"model {model!r} has encoder_kwargs={value!r}; valid: a dict keyed by modality"
-        )
-    # Settings for supported but unused modalities are ignored, so a single-modality
-    # baseline can reuse the fusion config; other keys are typos.
-    unknown = sorted(set(value) - set(SUPPORTED_MODALITIES))
-    if unknown:
-        raise ConfigError(
-            f"model {model!r}: encoder_kwargs has key {unknown[0]!r}; "
-            f"valid: {', '.join(SUPPORTED_MODALITIES)}"
-        )
-    return value
 
 
 def _build_fusion(
@@ -297,15 +220,23 @@ def fusion_classifier(config: Any, spec: DataSpec) -> FusionClassifier:
     modalities = parse_modalities(fields["modalities"], spec, model)
     if spec.num_classes is None:
         raise ConfigError(f"model {model!r} needs a labelled dataset (DataSpec.num_classes)")
-    fields["encoder_kwargs"] = _parse_encoder_kwargs(fields["encoder_kwargs"], model)
+    fields["encoder_kwargs"] = parse_encoder_kwargs(fields["encoder_kwargs"], model)
     fields["features"] = positive_int(fields["features"], "features", model)
     dropout = fields["dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
         raise ConfigError(f"model {model!r} has dropout={dropout!r}; valid: 0 <= dropout < 1")
     dtype = parse_dtype(fields["dtype"], model)
     fusion = _build_fusion(fields, modalities, dtype, model)
-    fields["raw_inputs"] = bool(getattr(type(fusion), "uses_raw_inputs", False))
-    encoders = {m: _build_encoder(m, fields, spec, dtype, model) for m in modalities}
+    # Early fusion: parameter-light raw features; the fusion holds the shared encoder.
+    raw = bool(getattr(type(fusion), "uses_raw_inputs", False))
+    encoders = build_encoders(
+        {m: RAW_FEATURES[m] if raw else fields[f"{m}_encoder"] for m in modalities},
+        fields["encoder_kwargs"],
+        spec,
+        features=fields["features"],
+        dtype=dtype,
+        model=model,
+    )
     return FusionClassifier(
         num_classes=spec.num_classes,
         encoders=encoders,

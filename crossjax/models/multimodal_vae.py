@@ -30,19 +30,22 @@ import numpy as np
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
 from crossjax.gaussian import gaussian_log_density
-from crossjax.models import (
+from crossjax.models.decoders import DEFAULT_LIKELIHOOD, audio_target, build_decoder
+from crossjax.models.factory import (
     MODELS,
-    encoder_kwargs,
+    boolean,
     int_tuple,
     parse_dtype,
     positive_int,
     read_fields,
-    text_vocab_size,
 )
-from crossjax.models.decoders import DEFAULT_LIKELIHOOD, audio_target, build_decoder
-from crossjax.models.encoders import IMAGE_ENCODERS, AudioEncoder
-from crossjax.models.fusion import SUPPORTED_MODALITIES, parse_modalities, presence
-from crossjax.models.transformer import TEXT_ENCODERS
+from crossjax.models.modality_encoders import (
+    build_encoders,
+    encoder_inputs,
+    parse_encoder_kwargs,
+    parse_modalities,
+    presence,
+)
 
 POSTERIORS = ("poe", "moe", "mopoe")
 
@@ -202,17 +205,10 @@ class MultimodalVAE(nn.Module):
         means, logvars, present, targets = [], [], [], {}
         for m in modalities:
             keep = presence(batch, m, batch_size)
-            if m == "text":
-                mask = batch["text_mask"] if "text_mask" in batch else batch["text"] != 0
-                mask = jnp.logical_and(mask.astype(bool), keep[:, None])
-                ids = jnp.where(mask, batch["text"], 0)
-                h = self.encoders[m](ids, mask, train=train)
-                targets[m] = ids
-            else:
-                x = batch[m]
-                x = jnp.where(keep.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0)
-                h = self.encoders[m](x, train=train)
-                targets[m] = audio_target(x) if m == "audio" else x
+            inputs = encoder_inputs(m, batch, keep)
+            h = self.encoders[m](*inputs, train=train)
+            # The likelihood scores the ids for text, the log spectrogram for audio.
+            targets[m] = audio_target(inputs[0]) if m == "audio" else inputs[0]
             means.append(self.mean_heads[m](h).astype(jnp.float32))
             logvars.append(self.logvar_heads[m](h).astype(jnp.float32))
             present.append(keep)
@@ -363,6 +359,7 @@ _DEFAULTS = {
     "prior_expert": True,  # a N(0, I) expert in every product (poe, mopoe)
     "image_encoder": "mlp",  # any IMAGE_ENCODERS name
     "text_encoder": "bow",  # any TEXT_ENCODERS name
+    "audio_encoder": "cnn",  # any AUDIO_ENCODERS name
     "encoder_kwargs": {},  # per modality, e.g. {"audio": {"channels": (32,)}}
     "features": 128,  # encoder output width, before the mean and logvar heads
     "decoder_hidden": (256,),
@@ -372,29 +369,6 @@ _DEFAULTS = {
     "dreg": False,  # moe: also decode stop_gradient(z), for the mmvae loss's DReG
     "dtype": "float32",
 }
-
-
-def _encoder(
-    modality: str, fields: dict[str, Any], spec: DataSpec, dtype: Any, model: str
-) -> nn.Module:
-    """The encoder of `modality` with `encoder_kwargs.<modality>` checked against its fields."""
-    if modality == "image":
-        cls = IMAGE_ENCODERS.get(fields["image_encoder"])
-    elif modality == "text":
-        cls = TEXT_ENCODERS.get(fields["text_encoder"])
-    else:
-        cls = AudioEncoder
-    all_kwargs = fields["encoder_kwargs"] or {}
-    if not isinstance(all_kwargs, dict) or set(all_kwargs) - set(SUPPORTED_MODALITIES):
-        raise ConfigError(
-            f"model {model!r} has encoder_kwargs={all_kwargs!r}; valid: a dict keyed by "
-            f"{', '.join(SUPPORTED_MODALITIES)}"
-        )
-    kwargs = encoder_kwargs(cls, all_kwargs.get(modality), model, modality)
-    if modality == "text":
-        kwargs["vocab_size"] = text_vocab_size(spec, model)
-    features = positive_int(fields["features"], "features", model)
-    return cls(features=features, dtype=dtype, **kwargs)
 
 
 def _likelihoods(value: Any, modalities: tuple[str, ...], model: str) -> dict[str, str]:
@@ -432,15 +406,22 @@ def multimodal_vae(config: Any, spec: DataSpec) -> MultimodalVAE:
             "valid: 1 (several samples per expert are for posterior 'moe')"
         )
     for flag in ("prior_expert", "dreg"):
-        if not isinstance(fields[flag], bool):
-            raise ConfigError(f"model {model!r} has {flag}={fields[flag]!r}; valid: True, False")
+        boolean(fields[flag], flag, model)
     if fields["dreg"] and posterior != "moe":
         raise ConfigError(f"model {model!r} has dreg=True; valid only with posterior 'moe'")
     dtype = parse_dtype(fields["dtype"], model)
     hidden = int_tuple(fields["decoder_hidden"], "decoder_hidden", model)
+    encoders = build_encoders(
+        {m: fields[f"{m}_encoder"] for m in modalities},
+        parse_encoder_kwargs(fields["encoder_kwargs"], model),
+        spec,
+        features=positive_int(fields["features"], "features", model),
+        dtype=dtype,
+        model=model,
+    )
     return MultimodalVAE(
         modalities=modalities,
-        encoders={m: _encoder(m, fields, spec, dtype, model) for m in modalities},
+        encoders=encoders,
         decoders={
             m: build_decoder(
                 m,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -34,14 +34,6 @@ import jax.numpy as jnp
 
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
-from crossjax.models import (
-    MODELS,
-    encoder_kwargs,
-    parse_dtype,
-    positive_int,
-    read_fields,
-    require_modalities,
-)
 from crossjax.models.decoding import (
     DEFAULT_ALPHA,
     END_ID,
@@ -53,79 +45,24 @@ from crossjax.models.decoding import (
     greedy_decode,
     normalise,
 )
-from crossjax.models.encoders import IMAGE_ENCODERS, GridCNNImageEncoder
-from crossjax.models.transformer import TEXT_ENCODERS
-
-CELLS = ("lstm", "gru")
-
-
-def make_cell(cell: str, hidden: int, dtype: Any, name: str | None = None) -> nn.RNNCellBase:
-    """An `nn.OptimizedLSTMCell` ("lstm") or `nn.GRUCell` ("gru") with `hidden` units."""
-    if cell == "lstm":
-        return nn.OptimizedLSTMCell(hidden, dtype=dtype, name=name)
-    if cell == "gru":
-        return nn.GRUCell(hidden, dtype=dtype, name=name)
-    raise ConfigError(f"rnn cell {cell!r} is unknown; valid: {', '.join(CELLS)}")
-
-
-def _hidden_of(carry: Any) -> jax.Array:
-    """The output state h of an LSTM carry (c, h) or a GRU carry h."""
-    return carry[1] if isinstance(carry, tuple) else carry
-
-
-class RNNTextEncoder(nn.Module):
-    """Embeddings -> (bi)directional LSTM/GRU over the real tokens -> final state -> Dense:
-    text (B, L) int32, text_mask (B, L) bool -> (B, features).
-
-    The mask must be a prefix (real tokens first, as `Vocabulary.encode` makes it); the
-    RNN stops at each row's length, so padded positions never influence the result. A
-    row with no real token encodes the zero initial state.
-    """
-
-    vocab_size: int
-    embed_dim: int = 64
-    hidden: int = 128
-    features: int = 128
-    bidirectional: bool = False
-    dtype: Any = jnp.float32
-    cell: ClassVar[str] = "lstm"
-
-    @nn.compact
-    def __call__(self, text: jax.Array, text_mask: jax.Array, *, train: bool = False) -> jax.Array:
-        chex.assert_rank(text, 2)
-        chex.assert_equal_shape([text, text_mask])
-        mask = text_mask.astype(bool)
-        lengths = jnp.sum(mask, axis=1).astype(jnp.int32)
-        x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)(jnp.where(mask, text, 0))
-        forward = nn.RNN(make_cell(self.cell, self.hidden, self.dtype), return_carry=True)
-        carry, _ = forward(x, seq_lengths=lengths)
-        h = _hidden_of(carry)
-        if self.bidirectional:
-            backward = nn.RNN(
-                make_cell(self.cell, self.hidden, self.dtype),
-                return_carry=True,
-                reverse=True,
-                keep_order=True,
-            )
-            back_carry, _ = backward(x, seq_lengths=lengths)
-            h = jnp.concatenate([h, _hidden_of(back_carry)], axis=-1)
-        # flax picks the carry at index length - 1, which for length 0 is the last step.
-        h = jnp.where(lengths[:, None] > 0, h, 0)
-        return nn.Dense(self.features, dtype=self.dtype)(h)
-
-
-@TEXT_ENCODERS.register("lstm")
-class LSTMTextEncoder(RNNTextEncoder):
-    """`RNNTextEncoder` with LSTM cells."""
-
-    cell: ClassVar[str] = "lstm"
-
-
-@TEXT_ENCODERS.register("gru")
-class GRUTextEncoder(RNNTextEncoder):
-    """`RNNTextEncoder` with GRU cells."""
-
-    cell: ClassVar[str] = "gru"
+from crossjax.models.encoders import GridCNNImageEncoder
+from crossjax.models.factory import (
+    MODELS,
+    boolean,
+    parse_dtype,
+    positive_int,
+    read_fields,
+    require_modalities,
+)
+from crossjax.models.modality_encoders import build_encoder, encoder_inputs
+from crossjax.models.recurrent import (  # noqa: F401 - re-exported
+    CELLS,
+    GRUTextEncoder,
+    LSTMTextEncoder,
+    RNNTextEncoder,
+    hidden_of,
+    make_cell,
+)
 
 
 class AttentionCell(nn.Module):
@@ -144,7 +81,7 @@ class AttentionCell(nn.Module):
     @nn.compact
     def __call__(self, carry: dict[str, Any], x: jax.Array) -> tuple[dict[str, Any], jax.Array]:
         query = nn.Dense(self.attention_dim, dtype=self.dtype, name="query")(
-            _hidden_of(carry["rnn"])
+            hidden_of(carry["rnn"])
         )
         scores = jnp.einsum("bna,ba->bn", carry["keys"], query) / math.sqrt(self.attention_dim)
         weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
@@ -320,9 +257,7 @@ class SequenceAutoencoder(ConditionedTextGenerator):
     """text (B, L) + text_mask -> text encoder -> z (B, latent_dim) -> decoder."""
 
     def condition(self, batch, train):
-        text = batch["text"]
-        mask = batch["text_mask"].astype(bool) if "text_mask" in batch else text != 0
-        z = self.encoder(jnp.where(mask, text, 0), mask, train=train)
+        z = self.encoder(*encoder_inputs("text", batch), train=train)
         chex.assert_rank(z, 2)
         return z, {"z": z.astype(jnp.float32)}
 
@@ -354,12 +289,6 @@ _SEQ_AE_DEFAULTS = {
 }
 
 
-def _bool(value: Any, field: str, model: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"model {model!r} has {field}={value!r}; valid: true or false")
-    return value
-
-
 def _decoder(
     fields: dict[str, Any], spec: DataSpec, dtype: Any, model: str, attention_dim: int = 0
 ) -> RNNDecoder:
@@ -371,7 +300,7 @@ def _decoder(
         embed_dim=positive_int(fields["embed_dim"], "embed_dim", model),
         hidden=positive_int(fields["hidden"], "hidden", model),
         cell=fields["cell"],
-        condition_inputs=_bool(fields["condition_inputs"], "condition_inputs", model),
+        condition_inputs=boolean(fields["condition_inputs"], "condition_inputs", model),
         attention=attention_dim > 0,
         attention_dim=attention_dim or RNNDecoder.attention_dim,
         dtype=dtype,
@@ -391,24 +320,27 @@ def captioner(config: Any, spec: DataSpec) -> Captioner:
     require_modalities(model, ("image", "text"), spec)
     _check_text_spec(spec, model)
     dtype = parse_dtype(fields["dtype"], model)
-    image_cls = IMAGE_ENCODERS.get(fields["image_encoder"])
-    attention_dim = 0
-    if _bool(fields["attention"], "attention", model):
+    encoder, attention_dim = fields["image_encoder"], 0
+    if boolean(fields["attention"], "attention", model):
         if fields["image_encoder"] != "cnn":
             raise ConfigError(
                 f"model {model!r}: attention=True attends over the conv map of "
                 f"image_encoder='cnn', not {fields['image_encoder']!r}"
             )
-        image_cls = GridCNNImageEncoder
+        encoder = GridCNNImageEncoder
         attention_dim = positive_int(fields["attention_dim"], "attention_dim", model)
-    image_kwargs = encoder_kwargs(image_cls, fields["encoder_kwargs"], model)
     return Captioner(
         decoder=_decoder(fields, spec, dtype, model, attention_dim),
         max_len=spec.max_text_len,
-        encoder=image_cls(
+        encoder=build_encoder(
+            "image",
+            spec,
+            encoder=encoder,
+            kwargs=fields["encoder_kwargs"],
             features=positive_int(fields["features"], "features", model),
             dtype=dtype,
-            **image_kwargs,
+            model=model,
+            kwargs_field="encoder_kwargs",
         ),
     )
 
@@ -421,15 +353,18 @@ def seq_autoencoder(config: Any, spec: DataSpec) -> SequenceAutoencoder:
     require_modalities(model, ("text",), spec)
     _check_text_spec(spec, model)
     dtype = parse_dtype(fields["dtype"], model)
-    text_cls = TEXT_ENCODERS.get(fields["encoder"])
-    text_kwargs = encoder_kwargs(text_cls, fields["encoder_kwargs"], model)
     return SequenceAutoencoder(
         decoder=_decoder(fields, spec, dtype, model),
         max_len=spec.max_text_len,
-        encoder=text_cls(
-            vocab_size=spec.vocab_size,
+        encoder=build_encoder(
+            "text",
+            spec,
+            encoder=fields["encoder"],
+            kwargs=fields["encoder_kwargs"],
             features=positive_int(fields["latent_dim"], "latent_dim", model),
             dtype=dtype,
-            **text_kwargs,
+            model=model,
+            field="encoder",
+            kwargs_field="encoder_kwargs",
         ),
     )

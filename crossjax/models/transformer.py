@@ -3,13 +3,13 @@
 `TransformerTextEncoder` takes `text` (B, L) int32 and `text_mask` (B, L) bool;
 `ViTImageEncoder` (registered as image encoder "vit") takes `image` (B, H, W, C). Both
 return (B, features), pooled by a masked mean over tokens or by a learned CLS token.
-`TEXT_ENCODERS` maps text-encoder names ("bow", "transformer") to classes built with
-`vocab_size`, `features` and `dtype`. Position embeddings are learned for the length the
+The text transformer is text encoder "transformer" in `TEXT_ENCODERS`. Position embeddings are learned for the length the
 module is initialised with, so apply it to the same L (or H, W) as at init.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import chex
@@ -18,11 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from crossjax.errors import ConfigError
-from crossjax.models.encoders import IMAGE_ENCODERS, BagOfWordsTextEncoder
-from crossjax.registry import Registry
-
-TEXT_ENCODERS: Registry[type[nn.Module]] = Registry("text encoder")
-TEXT_ENCODERS.register("bow")(BagOfWordsTextEncoder)
+from crossjax.models.encoders import IMAGE_ENCODERS, TEXT_ENCODERS
 
 POOLS = ("mean", "cls")
 _EMBED_INIT = nn.initializers.normal(stddev=0.02)
@@ -117,11 +113,15 @@ class TransformerTextEncoder(nn.Module):
     features: int = 128
     dtype: Any = jnp.float32
 
+    def check(self, input_shape: Sequence[int]) -> None:
+        """ValueError unless heads divide the width and `pool` is valid."""
+        check_transformer_fields(self.width, self.num_heads, self.pool, "text transformer")
+
     @nn.compact
     def __call__(self, text: jax.Array, text_mask: jax.Array, *, train: bool = False) -> jax.Array:
         chex.assert_rank(text, 2)
         chex.assert_equal_shape([text, text_mask])
-        check_transformer_fields(self.width, self.num_heads, self.pool, "text transformer")
+        self.check(text.shape[1:])
         mask = text_mask.astype(bool)
         ids = jnp.where(mask, text, 0)
         tokens = nn.Embed(self.vocab_size, self.width, embedding_init=_EMBED_INIT, name="embed")(
@@ -161,6 +161,17 @@ class ViTImageEncoder(nn.Module):
     pool: str = "mean"  # "mean" over patches | "cls"
     features: int = 128
     dtype: Any = jnp.float32
+
+    def check(self, input_shape: Sequence[int]) -> None:
+        """ValueError unless heads divide the width, `pool` is valid and the image
+        (H, W, C) splits into whole patches."""
+        check_transformer_fields(self.width, self.num_heads, self.pool, "vit")
+        height, width = input_shape[:2]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"image {height}x{width} is not divisible into {self.patch_size}x"
+                f"{self.patch_size} patches; valid: a patch_size that divides {height} and {width}"
+            )
 
     @nn.compact
     def __call__(self, image: jax.Array, *, train: bool = False) -> jax.Array:

@@ -25,14 +25,6 @@ import jax.numpy as jnp
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
 from crossjax.losses.generative import likelihood_mean
-from crossjax.models import (
-    MODELS,
-    int_tuple,
-    parse_dtype,
-    positive_int,
-    read_fields,
-    require_modalities,
-)
 from crossjax.models.decoders import (
     IMAGE_DECODER_KINDS,
     AudioDecoder,
@@ -41,6 +33,8 @@ from crossjax.models.decoders import (
     decoded_shape,
 )
 from crossjax.models.encoders import MLP
+from crossjax.models.factory import MODELS, int_tuple, parse_dtype, positive_int, read_fields
+from crossjax.models.modality_encoders import check_modality
 
 # Continuous modalities these models reconstruct, and the likelihoods that fit them.
 VAE_MODALITIES = ("image", "audio")
@@ -175,13 +169,7 @@ _DEFAULTS = {
 
 def _module_kwargs(config: Any, spec: DataSpec, model: str) -> dict[str, Any]:
     fields = read_fields(config, _DEFAULTS, model)
-    modality = fields["modality"]
-    if modality not in VAE_MODALITIES:
-        raise ConfigError(
-            f"model {model!r} cannot reconstruct modality {modality!r}; "
-            f"valid: {', '.join(VAE_MODALITIES)}"
-        )
-    require_modalities(model, [modality], spec)
+    modality = check_modality(fields["modality"], spec, model, VAE_MODALITIES, "reconstruct")
     if fields["likelihood"] not in LIKELIHOODS:
         raise ConfigError(
             f"model {model!r} has likelihood={fields['likelihood']!r}; valid: {', '.join(LIKELIHOODS)}"
