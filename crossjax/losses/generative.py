@@ -32,20 +32,17 @@ import optax
 from crossjax.errors import ConfigError
 from crossjax.gaussian import gaussian_log_density
 from crossjax.losses.base import LOSSES, LossContext, Metrics, require_output
+from crossjax.models.decoders import (  # noqa: F401 - re-exported: decoders own them
+    LIKELIHOODS,
+    check_likelihood,
+    likelihood_mean,
+)
 from crossjax.requirements import Requires, requires
-
-LIKELIHOODS = ("bernoulli", "gaussian", "laplace", "categorical")
 
 
 def _sum_per_example(x: jax.Array) -> jax.Array:
     """(B, ...) -> (B,)."""
     return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
-
-
-def check_likelihood(likelihood: str, owner: str) -> None:
-    """ConfigError naming `owner` (e.g. "loss 'neg_elbo'") unless `likelihood` is known."""
-    if likelihood not in LIKELIHOODS:
-        raise ConfigError(f"{owner} has likelihood={likelihood!r}; valid: {', '.join(LIKELIHOODS)}")
 
 
 def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -112,18 +109,6 @@ def nll(
     if mask is not None:
         values = jnp.where(mask, values, 0.0)
     return _sum_per_example(values)
-
-
-def likelihood_mean(likelihood: str, output: jax.Array) -> jax.Array:
-    """The point estimate to look at from a decoder output: sigmoid(logits) for bernoulli,
-    `output` for gaussian/laplace (same shape), argmax ids int32 (B, ...) over the last
-    axis of the (B, ..., V) logits for categorical."""
-    check_likelihood(likelihood, "likelihood_mean")
-    if likelihood == "bernoulli":
-        return jax.nn.sigmoid(output)
-    if likelihood == "categorical":
-        return jnp.argmax(output, axis=-1).astype(jnp.int32)
-    return output
 
 
 def reconstruction_target(

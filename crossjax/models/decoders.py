@@ -22,6 +22,28 @@ from crossjax.errors import ConfigError
 from crossjax.models.encoders import MLP, log_spectrogram, num_frames
 
 DEFAULT_LIKELIHOOD = {"image": "bernoulli", "text": "categorical", "audio": "laplace"}
+# How a decoder output is read (crossjax.losses.generative.nll scores it).
+LIKELIHOODS = ("bernoulli", "gaussian", "laplace", "categorical")
+
+
+def check_likelihood(likelihood: str, owner: str) -> None:
+    """ConfigError naming `owner` (e.g. "loss 'neg_elbo'") unless `likelihood` is known."""
+    if likelihood not in LIKELIHOODS:
+        raise ConfigError(f"{owner} has likelihood={likelihood!r}; valid: {', '.join(LIKELIHOODS)}")
+
+
+def likelihood_mean(likelihood: str, output: jax.Array) -> jax.Array:
+    """The point estimate to look at from a decoder output: sigmoid(logits) for bernoulli,
+    `output` for gaussian/laplace (same shape), argmax ids int32 (B, ...) over the last
+    axis of the (B, ..., V) logits for categorical."""
+    check_likelihood(likelihood, "likelihood_mean")
+    if likelihood == "bernoulli":
+        return jax.nn.sigmoid(output)
+    if likelihood == "categorical":
+        return jnp.argmax(output, axis=-1).astype(jnp.int32)
+    return output
+
+
 IMAGE_DECODER_KINDS = ("mlp", "deconv")
 AUDIO_FRAME_LENGTH = 256
 AUDIO_HOP_LENGTH = 128

@@ -30,7 +30,12 @@ import numpy as np
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
 from crossjax.gaussian import gaussian_log_density
-from crossjax.models.decoders import DEFAULT_LIKELIHOOD, audio_target, build_decoder
+from crossjax.models.decoders import (
+    DEFAULT_LIKELIHOOD,
+    audio_target,
+    build_decoder,
+    likelihood_mean,
+)
 from crossjax.models.factory import (
     MODELS,
     boolean,
@@ -241,9 +246,6 @@ class MultimodalVAE(nn.Module):
         return flat.reshape(*z.shape[:-1], *flat.shape[1:]).astype(jnp.float32)
 
     def _likelihood_mean(self, modality: str, raw: jax.Array) -> jax.Array:
-        # Imported here: crossjax.losses imports this module's posterior math.
-        from crossjax.losses.generative import likelihood_mean
-
         return likelihood_mean(self.likelihoods[modality], raw)
 
     def generate(

@@ -24,13 +24,13 @@ import jax.numpy as jnp
 
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
-from crossjax.losses.generative import likelihood_mean
 from crossjax.models.decoders import (
     IMAGE_DECODER_KINDS,
     AudioDecoder,
     ImageDecoder,
     audio_target,
     decoded_shape,
+    likelihood_mean,
 )
 from crossjax.models.encoders import MLP
 from crossjax.models.factory import MODELS, int_tuple, parse_dtype, positive_int, read_fields
