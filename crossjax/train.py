@@ -467,12 +467,20 @@ class Experiment:
         """Before the first step: what every loss and evaluator declares it reads against
         the data's batch keys and the model's outputs (one abstract trace), and one
         abstract trace of the losses; a ConfigError names every mismatch in one line."""
-        batch = self._abstract_batch()
         outputs = jax.eval_shape(
-            lambda s, b: self._predict(s.params, b), self.abstract_state(), batch
+            lambda s, b: self._predict(s.params, b), self.abstract_state(), self._abstract_batch()
         )
-        owners = self.loss_fn.requirements() + evaluator_requirements(self.evaluators)
-        check_requirements(owners, set(batch), set(outputs))
+        problems = []
+        for owners, split in (
+            (self.loss_fn.requirements(), "train"),  # losses read training batches
+            (evaluator_requirements(self.evaluators), "validation"),  # evaluators eval ones
+        ):
+            try:
+                check_requirements(owners, self.data.batch_keys(split), set(outputs))
+            except ConfigError as e:
+                problems.append(str(e))
+        if problems:
+            raise ConfigError("; ".join(problems))
         self._train_metric_shapes  # noqa: B018 - traces the losses (and caches the shapes)
 
 

@@ -377,6 +377,15 @@ class DataPipeline:
 
         return GlobalBatches(self.train_iterator(state), lambda b: to_global(b, mesh))
 
+    def batch_keys(self, split: str = "train") -> tuple[str, ...]:
+        """The keys of this run's batches of `split`: the preprocessed example's, plus the
+        `present/<m>` masks of training with missing modalities (what losses and
+        evaluators are checked against before the first step)."""
+        keys = self.preprocess.keys
+        if split == "train" and self.presence is not None:
+            keys = (*keys, *self.presence)
+        return keys
+
     def eval_batches(
         self, batch_size: int | None = None, split: str = "validation"
     ) -> Iterator[dict[str, np.ndarray]]:

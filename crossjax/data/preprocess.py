@@ -49,6 +49,20 @@ class Preprocessor:
     all_captions: int = 0  # C > 0: also `captions` (C, L) and `captions_mask`
 
     @property
+    def keys(self) -> tuple[str, ...]:
+        """The batch keys an example of this preprocessor carries (see __call__)."""
+        keys = [key for key in self.modalities if is_image_key(key)]
+        if "text" in self.modalities:
+            keys += ["text", "text_mask"] + (
+                ["captions", "captions_mask"] if self.all_captions else []
+            )
+        if "audio" in self.modalities:
+            keys.append("audio")
+        if "label" in self.features:
+            keys.append("label")
+        return (*keys, *(f"attr/{name}" for name in self.extra_features))
+
+    @property
     def draws_captions(self) -> bool:
         """Whether training examples want a `caption_seed` (to draw one of several)."""
         return "text" in self.modalities

@@ -244,6 +244,8 @@ class CombinedLoss:
                     "(per-example values (B,), {metric name: (B,) values})"
                 )
             values, metrics = result
+            if size is None:  # called by hand with neither mask nor batch arrays
+                size = jnp.shape(values)[0] if jnp.ndim(values) == 1 else 0
             values = _per_example(term.name, "values", values, size, allow_scalar=False)
             metrics = {
                 k: _per_example(term.name, f"metric {k!r}", v, size, allow_scalar=True)
@@ -301,19 +303,21 @@ class CombinedLoss:
     def __call__(self, outputs: Any, batch: Any, ctx: LossContext) -> tuple[jax.Array, Metrics]:
         """The masked mean over this batch: (total scalar, metrics of scalars)."""
         per_example = self.per_example(outputs, batch, ctx)
-        mask = ctx.mask if ctx.mask is not None else jnp.ones(_batch_size(batch, ctx), bool)
+        size = next(iter(per_example.values()))[0].shape[0]
+        mask = ctx.mask if ctx.mask is not None else jnp.ones((size,), bool)
         weights = self.term_weights(batch, mask)
         counts = {name: jnp.sum(w) for name, w in weights.items()}
         return self.finalize(self.term_sums(per_example, weights), counts)
 
 
-def _batch_size(batch: Mapping[str, jax.Array], ctx: LossContext) -> int:
+def _batch_size(batch: Mapping[str, jax.Array], ctx: LossContext) -> int | None:
+    """B from the mask or the batch; None when neither has a batch axis."""
     if ctx.mask is not None:
         return ctx.mask.shape[0]
     for value in jax.tree.leaves(batch):
         if getattr(value, "ndim", 0):
             return value.shape[0]
-    raise ConfigError("cannot tell the batch size: the batch has no array with a batch axis")
+    return None
 
 
 def build_loss(spec: Sequence[Any]) -> CombinedLoss:
