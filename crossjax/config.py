@@ -54,6 +54,10 @@ def base_config() -> ml_collections.ConfigDict:
             "validation_split": None,
             "validation_fraction": 0.1,
             "validation_seed": 0,
+            # A feature whose examples are held out together (e.g. crossjax_digits'
+            # "source_id": every draw of a source image on one side, as in its test split);
+            # None: the dataset's default (crossjax.data.catalog), "" for none.
+            "validation_group": None,
             "test_split": "test",
             "max_text_len": 16,
             "vocab_min_count": 2,

@@ -41,8 +41,32 @@ def test_holdout_rounds_to_the_exact_size_and_works_without_labels():
             validation_holdout(21, bad, 0)
 
 
+def test_holdout_by_group_keeps_each_group_on_one_side():
+    groups = np.repeat(np.arange(50), 4)  # 50 sources, 4 draws each
+    np.random.default_rng(1).shuffle(groups)
+    labels = groups % 5  # every draw of a source has its label
+    held = validation_holdout(200, 0.2, 3, labels, groups)
+    assert len(held) == 40  # 10 whole groups
+    assert not set(groups[held]) & set(np.delete(groups, held))
+    assert np.bincount(labels[held], minlength=5).tolist() == [8] * 5  # 2 groups per class
+    np.testing.assert_array_equal(held, validation_holdout(200, 0.2, 3, labels, groups))
+
+
+def test_digits_validation_holds_out_whole_source_images():
+    """crossjax_digits has 8 draws of each source image; the test split holds other source
+    images, and so must validation, or it would score draws of images trained on."""
+    p = DataPipeline(_data_config(), batch_size=16, seed=0, vocab_path=None)
+    source = p.sources["train"]
+    ids = np.array([int(source[i]["source_id"]) for i in range(len(source))])
+    held = p.row_indices["validation"]
+    assert len(held) > 0 and not set(ids[held]) & set(ids[p.row_indices["train"]])
+    with pytest.raises(ConfigError, match="validation_group='nope' is not a feature"):
+        DataPipeline(_data_config(validation_group="nope"), batch_size=16, seed=0, vocab_path=None)
+
+
 def test_pipeline_holds_out_validation_disjoint_from_train_and_test(tmp_path):
-    p = DataPipeline(_data_config(), batch_size=16, seed=3, vocab_path=None)
+    # validation_group "": the per-example stratified draw (digits groups by source image).
+    p = DataPipeline(_data_config(validation_group=""), batch_size=16, seed=3, vocab_path=None)
     train, held = p.row_indices["train"], p.row_indices["validation"]
     n = len(p.sources["train"])
     assert p.num_examples == {"train": n - 48, "validation": 48, "test": len(p.sources["test"])}
@@ -55,9 +79,11 @@ def test_pipeline_holds_out_validation_disjoint_from_train_and_test(tmp_path):
         np.asarray(p.sources["test"][i]["image"]).tobytes() for i in range(len(p.sources["test"]))
     }
     assert not test & {np.asarray(source[int(i)]["image"]).tobytes() for i in held}
-    other = DataPipeline(_data_config(), batch_size=8, seed=11, vocab_path=None)
+    other = DataPipeline(_data_config(validation_group=""), batch_size=8, seed=11, vocab_path=None)
     np.testing.assert_array_equal(other.row_indices["validation"], held)  # not the run's seed
-    reseeded = DataPipeline(_data_config(validation_seed=1), batch_size=8, seed=3, vocab_path=None)
+    reseeded = DataPipeline(
+        _data_config(validation_seed=1, validation_group=""), batch_size=8, seed=3, vocab_path=None
+    )
     assert not np.array_equal(reseeded.row_indices["validation"], held)
 
 

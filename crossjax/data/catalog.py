@@ -38,7 +38,8 @@ EMBEDDED_BUILDERS = {
 POLYMNIST_MAX_VIEWS = 10  # crossjax_polymnist has features m0 .. m{M-1}, M <= this
 
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "crossjax_digits": {"sample_rate": 8000},
+    # Several draws of one source image: hold validation out by source, like the test split.
+    "crossjax_digits": {"sample_rate": 8000, "validation_group": "source_id"},
     # Catalog datasets (feature names checked against tensorflow-datasets 4.9.10).
     "mnist": {"features": {"image": "image", "label": "label"}},  # (28, 28, 1) uint8
     "fashion_mnist": {"features": {"image": "image", "label": "label"}},  # (28, 28, 1)
@@ -99,6 +100,10 @@ def feature_map(name: str, overrides: Any, keys: tuple[str, ...]) -> dict[str, s
     for key in keys:
         features.setdefault(key, key)
     return features
+
+
+def default_validation_group(name: str) -> str | None:
+    return DATASET_DEFAULTS.get(base_name(name), {}).get("validation_group")
 
 
 def default_sample_rate(name: str) -> int | None:

@@ -136,19 +136,39 @@ class DataPipeline:
         if held_out:
             fraction = self.config.get("validation_fraction", 0.1)
             seed = int(self.config.get("validation_seed", 0) or 0)
-            holdout = validation_holdout(sizes["train"], fraction, seed, self._train_labels())
+            holdout = validation_holdout(
+                sizes["train"],
+                fraction,
+                seed,
+                self._train_feature(self.features.get("label")),
+                self._train_feature(self._validation_group()),
+            )
             indices["validation"] = holdout
             indices["train"] = np.setdiff1d(indices["train"], holdout)
         return indices
 
-    def _train_labels(self) -> np.ndarray | None:
-        """(N,) labels of the train split to stratify the hold-out by; None when the data
-        has no scalar labels (reads each example once)."""
-        if "label" not in self.features:
+    def _validation_group(self) -> str | None:
+        group = self.config.get("validation_group", None)
+        if group is None:
+            group = catalog.default_validation_group(self.config.name)
+        return group or None
+
+    def _train_feature(self, path: str | None) -> np.ndarray | None:
+        """(N,) values of a scalar feature over the train split (labels to stratify the
+        hold-out by, groups to keep together); None without the feature (reads each
+        example once)."""
+        if not path:
             return None
-        source, path = self.sources[self.config.train_split], self.features["label"]
-        labels = np.asarray([np.asarray(read_feature(source[i], path)) for i in range(len(source))])
-        return labels if labels.ndim == 1 else None
+        source = self.sources[self.config.train_split]
+        try:
+            values = np.asarray(
+                [np.asarray(read_feature(source[i], path)) for i in range(len(source))]
+            )
+        except KeyError:
+            raise ConfigError(
+                f"data.validation_group={path!r} is not a feature of {self.config.name!r}"
+            ) from None
+        return values if values.ndim == 1 else None
 
     def rows(self, part: str) -> SplitRows:
         """The rows of `part` ("train", "validation", "test"), made (and cached in memory

@@ -52,14 +52,27 @@ def remove_absent(batch: dict[str, np.ndarray], presence: dict[str, np.ndarray])
 
 
 def validation_holdout(
-    num_examples: int, fraction: float, seed: int, labels: np.ndarray | None = None
+    num_examples: int,
+    fraction: float,
+    seed: int,
+    labels: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Sorted (round(fraction * N),) int64 indices of a validation hold-out of N examples.
 
     With `labels` (N,) each class gives its share (largest remainders settle rounding, so
-    the total is exact); without, a plain seeded draw. Depends only on its arguments: the
-    same on every process, every resume and every training seed.
+    the total is exact); without, a plain seeded draw. With `groups` (N,) the draw is over
+    groups (round(fraction * number of groups) of them, stratified by the label of each
+    group's first example) and every example of a chosen group is held out, so no group
+    is on both sides. Depends only on its arguments: the same on every process, every
+    resume and every training seed.
     """
+    if groups is not None:
+        keys, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+        chosen = validation_holdout(
+            len(keys), fraction, seed, None if labels is None else labels[first]
+        )
+        return np.flatnonzero(np.isin(inverse, chosen)).astype(np.int64)
     if isinstance(fraction, bool) or not isinstance(fraction, int | float):
         raise ConfigError(f"data.validation_fraction={fraction!r}; valid: a number in (0, 1)")
     size = round(fraction * num_examples)
