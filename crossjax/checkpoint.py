@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from crossjax.errors import CrossjaxError
+from crossjax.registry import code_references, run_code_trusted
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,9 @@ class Checkpoints:
         )
         self._manager = _TolerantCheckpointManager(self.directory, options=options)
         self._pending_step: int | None = None
-        self._unrestorable: set[int] = set()
+        # Steps newer than the one a run resumed from (unrestorable, or passed over by an
+        # explicit restore step): deleted at the next save, which replaces them.
+        self._superseded: set[int] = set()
         self._closed = False
 
     def steps(self) -> list[int]:
@@ -210,7 +213,7 @@ class Checkpoints:
         _check_json("data_state", data_state)
         _check_json("config", config)
         self._manager.wait_until_finished()
-        self._drop_unrestorable()
+        self._drop_superseded()
         existing = sorted(self._manager.all_steps())
         if step in existing:
             logger.info(
@@ -236,22 +239,30 @@ class Checkpoints:
             self._pending_step = step
         return bool(started)
 
-    def _drop_unrestorable(self) -> None:
-        """Deletes steps that failed to restore and were superseded by an older one.
+    def supersede_after(self, step: int) -> list[int]:
+        """Marks every checkpoint newer than `step` for deletion at the next save (a run
+        resuming from an older step on purpose); returns those steps."""
+        newer = [s for s in self.steps() if s > step]
+        self._superseded.update(newer)
+        return newer
 
-        They are newer than the step the run resumed from, so they would hold a `keep`
-        slot and block re-saving the same step numbers.
+    def _drop_superseded(self) -> None:
+        """Deletes steps newer than the one the run resumed from (they failed to restore,
+        or the run chose an older step).
+
+        They would hold a `keep` slot and block re-saving the same step numbers, and a
+        corrupt final checkpoint would otherwise never be replaced.
         """
-        for step in sorted(self._unrestorable):
+        for step in sorted(self._superseded):
             if step in self._manager.all_steps():
                 logger.warning(
-                    "deleting checkpoint step %d in %s: it could not be restored and the "
-                    "run resumed from an older step",
+                    "deleting checkpoint step %d in %s: the run resumed from an older step "
+                    "and now replaces it",
                     step,
                     self.directory,
                 )
                 self._manager.delete(step)
-        self._unrestorable.clear()
+        self._superseded.clear()
 
     def restore(self, abstract_state: Any, step: int | str = "latest") -> Restored:
         """Restores `step` ("latest", "best" or an int) onto `abstract_state`'s shardings.
@@ -314,7 +325,7 @@ class Checkpoints:
                 failed.append((candidate, reason))
                 continue
             if failed:
-                self._unrestorable.update(s for s, _ in failed)
+                self._superseded.update(s for s, _ in failed)
                 logger.warning(
                     "restored checkpoint step %d after skipping unrestorable steps %s",
                     candidate,
@@ -398,15 +409,21 @@ class WorkdirLock:
 
 
 def restore_experiment(
-    workdir: str | os.PathLike, build: Callable[[Any, Any], Any], checkpoint: int | str = "latest"
+    workdir: str | os.PathLike,
+    build: Callable[[Any, Any], Any],
+    checkpoint: int | str = "latest",
+    *,
+    trust_run_code: bool | None = None,
 ) -> tuple[Any, int, Any]:
     """(experiment, step, params) of `checkpoint` ("latest", "best" or a step) of the run in
     `workdir`: `build(config, workdir_path)` makes the experiment from the run's saved config
     (an ml_collections.ConfigDict) and its `abstract_state()` says where the arrays land.
 
-    Generic so that modules below the trainer can restore runs too (the trainer hands
-    evaluators `functools.partial(restore_experiment, build=...)`); scripts and notebooks
-    use `crossjax.runs.restore_run`.
+    The saved config is data: its `"module:attr"` names are refused unless `trust_run_code`
+    (None: the process-wide `crossjax.registry.set_trust_run_code`, which the scripts' flag
+    sets). Generic so that modules below the trainer can restore runs too (the trainer
+    hands evaluators `functools.partial(restore_experiment, build=...)`); scripts and
+    notebooks use `crossjax.runs.restore_run`.
     """
     path = Path(workdir)
     if not (path / "checkpoints").exists():
@@ -420,7 +437,14 @@ def restore_experiment(
         best_mode=latest.get("best_mode", "max"),
     )
     try:
-        experiment = build(ml_collections.ConfigDict(ckpts.read_config(checkpoint)), path)
+        saved = ckpts.read_config(checkpoint)
+        trusted = run_code_trusted() if trust_run_code is None else trust_run_code
+        if not trusted and (refs := code_references(saved)):
+            raise CrossjaxError(
+                f"the run in {workdir} imports code from outside crossjax ({', '.join(refs)}); "
+                "pass --trust_run_code if you trust that run and your Python path"
+            )
+        experiment = build(ml_collections.ConfigDict(saved), path)
         restored = ckpts.restore(experiment.abstract_state(), checkpoint)
         return experiment, restored.step, restored.state.params
     finally:

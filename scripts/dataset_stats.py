@@ -17,13 +17,14 @@ import itertools
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
+from crossjax import cli
 from crossjax.data.digits import CrossjaxDigits, DigitsConfig
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where to prepare the dataset.", required=True)
@@ -117,4 +118,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
