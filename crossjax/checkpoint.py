@@ -11,14 +11,16 @@ files) shows up only when restoring, so `restore("latest")` falls back to older 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
 import logging
 import math
 import os
+import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,25 +95,53 @@ def _check_json(what: str, value: Any) -> None:
 
 
 def _ignore_closed_loop_errors() -> None:
-    """Silence the stray `RuntimeError: Event loop is closed` of a failed restore.
+    """Silence the stray `RuntimeError: Event loop is closed` of a failed restore or save.
 
-    When one read of a restore fails, Orbax closes its asyncio loop while tensorstore
-    reads are still in flight; their completion callbacks then hit the closed loop and
-    land in `sys.unraisablehook`. They are harmless noise; everything else passes on.
+    When one read or write fails, Orbax closes its asyncio loop while tensorstore
+    operations are still in flight; their completion callbacks then hit the closed loop
+    and land in `sys.unraisablehook`, as do the writes still pending when Python exits
+    after a failed save. They are harmless noise; everything else passes on.
     """
     previous = sys.unraisablehook
     if getattr(previous, "_crossjax_filter", False):
         return
 
     def hook(unraisable: Any) -> None:
-        if unraisable.exc_type is RuntimeError and "Event loop is closed" in str(
-            unraisable.exc_value
-        ):
+        text = str(unraisable.exc_value)
+        if unraisable.exc_type is RuntimeError and "Event loop is closed" in text:
+            return
+        if unraisable.exc_type is ImportError and "Python is likely shutting down" in text:
             return
         previous(unraisable)
 
     hook._crossjax_filter = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+@contextlib.contextmanager
+def _storage_errors(directory: str) -> Iterator[None]:
+    """Turns a failed write (disk full, read-only, permissions) into one CrossjaxError.
+
+    Orbax reports tensorstore's failures as ValueError/RuntimeError text carrying
+    `os_error_code='N'`; plain OSErrors come from its JSON and directory writes.
+    """
+    try:
+        yield
+    except CrossjaxError:
+        raise
+    except Exception as e:  # noqa: BLE001 - only storage failures are translated
+        code = e.errno if isinstance(e, OSError) else None
+        if code is None and (match := _OS_ERROR_CODE.search(str(e))):
+            code = int(match.group(1))
+        if code is None:
+            raise
+        raise CrossjaxError(
+            f"cannot write checkpoints in {directory}: {os.strerror(code)}; free space or fix "
+            "permissions, then rerun to continue from the last complete checkpoint"
+        ) from None
 
 
 class Checkpoints:
@@ -167,6 +197,7 @@ class Checkpoints:
             # Never delete tmp dirs on open: an evaluator may open a live run's directory.
             cleanup_tmp_directories=False,
         )
+        _ignore_closed_loop_errors()
         self._manager = _TolerantCheckpointManager(self.directory, options=options)
         self._pending_step: int | None = None
         # Steps newer than the one a run resumed from (unrestorable, or passed over by an
@@ -212,7 +243,7 @@ class Checkpoints:
             return False
         _check_json("data_state", data_state)
         _check_json("config", config)
-        self._manager.wait_until_finished()
+        self.wait_until_finished()
         self._drop_superseded()
         existing = sorted(self._manager.all_steps())
         if step in existing:
@@ -234,7 +265,8 @@ class Checkpoints:
             data=ocp.args.JsonSave(data_state),
             config=ocp.args.JsonSave(config),
         )
-        started = self._manager.save(step, args=args, metrics=metric_values, force=True)
+        with _storage_errors(self.directory):
+            started = self._manager.save(step, args=args, metrics=metric_values, force=True)
         if started:
             self._pending_step = step
         return bool(started)
@@ -285,8 +317,7 @@ class Checkpoints:
         return dict(result.config)
 
     def _restore(self, step: int | str, args: ocp.args.Composite) -> tuple[int, Any]:
-        _ignore_closed_loop_errors()
-        self._manager.wait_until_finished()
+        self.wait_until_finished()
         steps = self.steps()
         if not steps:
             raise CrossjaxError(
@@ -356,14 +387,17 @@ class Checkpoints:
         return max(scored)[1]
 
     def wait_until_finished(self) -> None:
-        """Blocks until an in-flight async save is committed."""
-        self._manager.wait_until_finished()
+        """Blocks until an in-flight async save is committed (a CrossjaxError when it
+        failed for lack of space or permissions)."""
+        with _storage_errors(self.directory):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
         """Waits for in-flight saves, then releases Orbax's resources. Idempotent."""
         if not self._closed:
             self._closed = True
-            self._manager.close()
+            with _storage_errors(self.directory):
+                self._manager.close()
 
     def __enter__(self) -> Checkpoints:
         return self

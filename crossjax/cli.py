@@ -76,10 +76,21 @@ def run(main: Callable[[list[str]], None]) -> None:
 
     def wrapped(argv: list[str]) -> int:
         absl_logging.set_verbosity(absl_logging.WARNING)  # quiet TFDS/Orbax/Grain chatter
+        logging.getLogger("absl").addFilter(_orbax_errors_in_one_line)
         logging.getLogger("crossjax").setLevel(logging.INFO)
         return call(main, argv)
 
     app.run(wrapped, flags_parser=lambda _: remaining)
+
+
+def _orbax_errors_in_one_line(record: logging.LogRecord) -> bool:
+    """Orbax logs a failed background write once per thread, each with a traceback (some
+    hundred lines for a full disk); the error reaches the user as one `error:` line, so
+    its log records keep only their first line."""
+    if record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname:
+        record.msg, record.args = _one_line(record.getMessage())[:300], None
+        record.exc_info = record.exc_text = None
+    return True
 
 
 def call(fn: Callable[..., int | None], *args: object) -> int:

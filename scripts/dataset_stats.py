@@ -14,7 +14,9 @@ The dataset is tuned so each modality is ~0.8-0.9 and fusion >= 0.985.
 from __future__ import annotations
 
 import itertools
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from absl import flags
@@ -24,8 +26,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
-from crossjax import cli
-from crossjax.data.digits import CrossjaxDigits, DigitsConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's crossjax
+
+from crossjax import cli  # noqa: E402
+from crossjax.data.digits import CrossjaxDigits, DigitsConfig  # noqa: E402
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where to prepare the dataset.", required=True)
 _CONFIG = flags.DEFINE_string("config", "default", "Builder config name: default or tiny.")
