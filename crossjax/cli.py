@@ -76,7 +76,6 @@ def run(main: Callable[[list[str]], None]) -> None:
 
     def wrapped(argv: list[str]) -> int:
         absl_logging.set_verbosity(absl_logging.WARNING)  # quiet TFDS/Orbax/Grain chatter
-        logging.getLogger("absl").addFilter(_orbax_errors_in_one_line)
         logging.getLogger("crossjax").setLevel(logging.INFO)
         return call(main, argv)
 
@@ -93,12 +92,13 @@ def _orbax_errors_in_one_line(record: logging.LogRecord) -> bool:
     return True
 
 
-def call(fn: Callable[..., int | None], *args: object) -> int:
-    """The exit code of `fn(*args)`: its own (None: 0), or EXIT_USER_ERROR after printing
+def call(fn: Callable[..., int | None], *args: object, **kwargs: object) -> int:
+    """The exit code of `fn(*args, **kwargs)`: its own (None: 0), or EXIT_USER_ERROR after printing
     one `error:` line for a CrossjaxError or an OSError (a full disk, a read-only run or
     data folder). Anything else propagates: a bug, shown with its traceback (exit 1)."""
+    logging.getLogger("absl").addFilter(_orbax_errors_in_one_line)  # once: filters are a set
     try:
-        return fn(*args) or 0
+        return fn(*args, **kwargs) or 0
     except CrossjaxError as e:
         message = str(e)
     except OSError as e:

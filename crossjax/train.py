@@ -584,8 +584,6 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
     config_dict = config_to_dict(config)
     exp.check_requirements()  # fails here, before the first step, not after training
     latest = ckpts.latest_step()
-    if stop.signal is not None:  # a signal during start-up: stop before the first step
-        return _preempted(stop, latest or 0, ckpts)
     if latest is not None or restore_step != "latest":
         restored = ckpts.restore(exp.abstract_state(), restore_step)
         state, start = restored.state, restored.step
@@ -599,6 +597,8 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
     else:
         state, start = exp.init(), 0
         train_iter = data.global_train_batches(exp.mesh, lazy=True)
+    if stop.signal is not None:  # a signal during start-up: stop before the first step
+        return _preempted(stop, start, ckpts)
 
     def write_config() -> None:
         # config.json describes the checkpoints: a rerun rewrites it only when it saves one.
@@ -721,7 +721,11 @@ def _check_finite(acc, ckpts=None):
     loss of step s + 1, so a checkpoint at `first - 1` already holds the diverged state)."""
     first = int(jax.device_get(acc["first_nonfinite"]))
     if first != _NO_NONFINITE:
-        finite = [s for s in (ckpts.steps() if ckpts is not None else []) if s < first - 1]
+        steps = []
+        if ckpts is not None:
+            ckpts.wait_until_finished()  # a save still in flight counts
+            steps = ckpts.steps()
+        finite = [s for s in steps if s < first - 1]
         if finite:
             advice = (
                 f"the last checkpoint before it is step {finite[-1]}: rerun with "

@@ -79,7 +79,7 @@ def _planted_run(finished: Path, tmp: Path, mp) -> Path:
         f"open({str(tmp / 'imported')!r}, 'w').close()\ndef model(config, spec): ...\n"
     )
     mp.syspath_prepend(str(runs_dir))
-    for saved in run.glob("checkpoints/*/config/*"):
+    for saved in [run / "config.json", *run.glob("checkpoints/*/config/*")]:
         if saved.is_file():
             saved.write_text(saved.read_text().replace('"fusion_classifier"', '"planted:model"'))
     return run
@@ -119,6 +119,12 @@ def _evaluate(workdir, checkpoint="latest", split="test"):
         return cli.call(runs.evaluate_checkpoint, workdir(finished, tmp, mp), checkpoint, split)
 
     return case
+
+
+def _generate_images(workdir: Path) -> None:
+    """What scripts/generate.py does: text -> image with the run's first test examples."""
+    gen = runs.load_generator(workdir)
+    gen(gen.eval_examples(2), sources=("text",), targets=("image",))
 
 
 def _config_file(text):
@@ -213,7 +219,7 @@ CASES = {
     "evaluate checkpoint newest": _evaluate(lambda f, t, mp: f, "newest"),
     "evaluate every checkpoint corrupt": _evaluate(lambda f, t, mp: _corrupt_copy(f, t)),
     "evaluate a planted module": _evaluate(lambda f, t, mp: _planted_run(f, t, mp)),
-    "generate from a classifier run": lambda f, t, mp: cli.call(runs.load_generator, f),
+    "generate from a classifier run": lambda f, t, mp: cli.call(_generate_images, f),
     # -- config files -----------------------------------------------------------------------
     "config file missing": _config_file(None),
     "config file syntax error": _config_file("def get_config(:\n"),
@@ -245,8 +251,8 @@ def test_a_live_run_on_the_workdir_is_refused(finished, capfd):
     assert _checksums(finished) == before
 
 
-def _script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+def _script(*args: str, timeout: int = 300, **env_vars: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", **env_vars)
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -284,6 +290,21 @@ def test_scripts_report_bad_input_in_one_line(args, finished, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
     assert _checksums(finished) == before
+
+
+def test_a_planted_module_is_imported_only_with_trust_run_code(finished, tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        run = _planted_run(finished, tmp_path, mp)
+        # The planted module is importable (as a module inside runs/ is when the scripts
+        # put the repository root on the path); only the trust boundary keeps it out.
+        proc = _script("scripts/evaluate.py", f"--workdir={run}", PYTHONPATH=str(run.parent))
+        assert proc.returncode == cli.EXIT_USER_ERROR, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert "'planted:model'" in last and "--trust_run_code" in last, last
+        assert not (tmp_path / "imported").exists()
+        with pytest.raises(Exception):  # noqa: B017 - the planted "model" is not one
+            runs.restore_run(run, trust_run_code=True)
+        assert (tmp_path / "imported").exists()  # the flag is what lets it in
 
 
 def test_cases_cover_at_least_fifty_bad_inputs():
