@@ -87,6 +87,10 @@ def _short_reason(error: Exception, limit: int = 300) -> str:
     return f"{type(error).__name__}: {text}"
 
 
+def _short_reason_text(reason: str, limit: int) -> str:
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
+
+
 def _check_json(what: str, value: Any) -> None:
     try:
         json.dumps(value)
@@ -363,8 +367,12 @@ class Checkpoints:
                     [s for s, _ in failed],
                 )
             return candidate, result
-        details = "; ".join(f"step {s}: {r}" for s, r in failed)
-        raise CrossjaxError(f"no checkpoint in {self.directory} could be restored ({details})")
+        # One line: each step's reason was logged above as it failed.
+        raise CrossjaxError(
+            f"no checkpoint in {self.directory} could be restored (steps "
+            f"{[s for s, _ in failed]} are damaged; step {failed[0][0]}: "
+            f"{_short_reason_text(failed[0][1], 160)}); train in a new --workdir"
+        )
 
     def _best_step(self, steps: list[int]) -> int:
         """The kept step with the best `best_metric`; the newest wins a tie (as in BestN)."""

@@ -36,7 +36,10 @@ def fail(message: str) -> None:
 def os_error_message(error: OSError) -> str:
     """One line for a file-system error the user can fix (disk full, read-only, missing)."""
     where = f" {error.filename}" if error.filename else ""
-    return f"cannot access{where}: {error.strerror or _last_line(error)}"
+    return (
+        f"cannot use{where}: {error.strerror or _last_line(error)}; check the path, its "
+        "permissions and the free space"
+    )
 
 
 def _print_help(argv: list[str]) -> None:

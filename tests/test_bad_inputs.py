@@ -208,7 +208,7 @@ CASES = {
     "disk full saving a checkpoint": _patched(Checkpoints, "save", errno.ENOSPC),
     "disk full writing metrics": _patched(MetricWriter, "write_scalars", errno.ENOSPC),
     "disk full writing config.json": _patched(Path, "write_text", errno.ENOSPC),
-    "read-only run writing metrics": _patched(MetricWriter, "write_scalars", errno.EROFS),
+    "read-only workdir taking the lock": _patched(WorkdirLock, "__enter__", errno.EROFS),
     "generate into a file-blocked folder": lambda f, t, mp: cli.call(
         save_png, _file(t) / "generated" / "x.png", __import__("numpy").zeros((4, 4, 1))
     ),
