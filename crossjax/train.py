@@ -606,6 +606,8 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
             (workdir / "config.json").write_text(json.dumps(config_dict, indent=2))
 
     def save(step: int, metrics, *, force: bool) -> None:
+        if not bool(_all_finite(state.params)):  # finite losses, but the update diverged
+            _raise_non_finite("the parameters", step, ckpts, diverged=step)
         started = ckpts.save(
             step,
             state=state,
@@ -716,28 +718,45 @@ def _preempted(stop, step: int, ckpts) -> dict[str, float]:
 
 
 def _check_finite(acc, ckpts=None):
-    """Raises when a step since the last check had a non-finite loss, naming the newest
-    checkpoint older than that step's parameters (the state saved at step s produced the
-    loss of step s + 1, so a checkpoint at `first - 1` already holds the diverged state)."""
+    """Raises when a step since the last check had a non-finite loss."""
     first = int(jax.device_get(acc["first_nonfinite"]))
     if first != _NO_NONFINITE:
-        steps = []
-        if ckpts is not None:
-            ckpts.wait_until_finished()  # a save still in flight counts
-            steps = ckpts.steps()
-        finite = [s for s in steps if s < first - 1]
-        if finite:
-            advice = (
-                f"the last checkpoint before it is step {finite[-1]}: rerun with "
-                f"--restore_step={finite[-1]} and"
-            )
-        else:
-            advice = "no checkpoint precedes it: rerun in a new --workdir with"
-        raise CrossjaxError(
-            f"loss became non-finite at step {first}; {advice} a lower "
-            "optimizer.learning_rate or optimizer.grad_clip_norm set"
-        )
+        # The state saved at step s gave the loss of step s + 1: one saved at `first - 1`
+        # already holds the parameters that produced the non-finite loss.
+        _raise_non_finite("loss", first, ckpts, diverged=first - 1)
     return acc
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    """() bool: every float leaf of `tree` is finite (checked before each save)."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _raise_non_finite(what: str, step: int, ckpts, *, diverged: int) -> None:
+    """A CrossjaxError naming the newest checkpoint saved before step `diverged` (the
+    first whose state is not finite), to restore with --restore_step."""
+    steps = []
+    if ckpts is not None:
+        ckpts.wait_until_finished()  # a save still in flight counts
+        steps = ckpts.steps()
+    finite = [s for s in steps if s < diverged]
+    if finite:
+        advice = (
+            f"the last checkpoint before it is step {finite[-1]}: rerun with "
+            f"--restore_step={finite[-1]} and"
+        )
+    else:
+        advice = "no checkpoint precedes it: rerun in a new --workdir with"
+    raise CrossjaxError(
+        f"{what} became non-finite at step {step}; {advice} a lower "
+        "optimizer.learning_rate or optimizer.grad_clip_norm set"
+    )
 
 
 def _is_step(value: Any) -> bool:

@@ -121,7 +121,7 @@ def test_help_flags_work_on_every_script(script, flag):
     assert ("absl.flags:" in out) == (flag == "--helpfull"), out
 
 
-def test_sigterm_exits_75_with_a_checkpoint_and_a_rerun_continues(tmp_path):
+def test_sigterm_exits_75_with_its_checkpoint_saved(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     args = [f"--config={TINY}", f"--workdir={tmp_path}", "--config.num_train_steps=100000"]
     proc = subprocess.Popen(

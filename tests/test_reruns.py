@@ -159,3 +159,26 @@ def test_signal_during_start_up_stops_before_the_first_step(tmp_path, monkeypatc
     assert out == {"preempted_at_step": 0.0}
     assert steps == []
     assert not glob.glob(str(tmp_path / "checkpoints" / "[0-9]*"))
+
+
+def test_a_diverged_state_is_never_saved(tmp_path, monkeypatch):
+    module = tmp_path / "diverging_grads.py"
+    module.write_text(
+        "import jax, jax.numpy as jnp\n"
+        "def inf_grad_at_step_six(outputs, batch, ctx):\n"
+        "    x = jnp.mean(outputs['logits'] ** 2, -1)\n"
+        "    # sqrt at 0: a finite value (0) with an infinite gradient, at step 6 only\n"
+        "    bad = lambda v: jnp.sqrt(v - jax.lax.stop_gradient(v))\n"
+        "    return 0.01 * x + jax.lax.cond(ctx.step == 5, bad, jnp.zeros_like, x), {}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = str(tmp_path / "run")
+    config = _config(checkpoint_every=2, eval_every=0)
+    config.losses = (("diverging_grads:inf_grad_at_step_six", 1.0),)
+    with pytest.raises(
+        CrossjaxError,
+        match=r"parameters became non-finite at step 6; .* step 4: rerun with --restore_step=4",
+    ):
+        train_lib.train_and_evaluate(config, run)
+    steps = sorted(int(d) for d in os.listdir(os.path.join(run, "checkpoints")) if d.isdigit())
+    assert steps == [2, 4]  # not 6, whose parameters are NaN
