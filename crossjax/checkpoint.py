@@ -11,16 +11,13 @@ files) shows up only when restoring, so `restore("latest")` falls back to older 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fcntl
 import json
 import logging
 import math
 import os
-import re
-import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,12 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from crossjax.checkpoint_errors import (
+    ignore_closed_loop_errors,
+    short_reason,
+    shorten,
+    storage_errors,
+)
 from crossjax.errors import CrossjaxError
 from crossjax.registry import code_references, run_code_trusted
 
@@ -80,72 +83,11 @@ def _ranking_fn(name: str, mode: str) -> Callable[[Any], float]:
     return lambda metrics: v if (v := _metric_value(metrics, name)) is not None else worst
 
 
-def _short_reason(error: Exception, limit: int = 300) -> str:
-    """One line naming the error; tensorstore messages embed whole JSON specs."""
-    text = " ".join(str(error).split())
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"{type(error).__name__}: {text}"
-
-
-def _short_reason_text(reason: str, limit: int) -> str:
-    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
-
-
 def _check_json(what: str, value: Any) -> None:
     try:
         json.dumps(value)
     except (TypeError, ValueError) as e:
         raise CrossjaxError(f"{what} must be JSON-serializable for the checkpoint: {e}") from e
-
-
-def _ignore_closed_loop_errors() -> None:
-    """Silence the stray `RuntimeError: Event loop is closed` of a failed restore or save.
-
-    When one read or write fails, Orbax closes its asyncio loop while tensorstore
-    operations are still in flight; their completion callbacks then hit the closed loop
-    and land in `sys.unraisablehook`, as do the writes still pending when Python exits
-    after a failed save. They are harmless noise; everything else passes on.
-    """
-    previous = sys.unraisablehook
-    if getattr(previous, "_crossjax_filter", False):
-        return
-
-    def hook(unraisable: Any) -> None:
-        text = str(unraisable.exc_value)
-        if unraisable.exc_type is RuntimeError and "Event loop is closed" in text:
-            return
-        if unraisable.exc_type is ImportError and "Python is likely shutting down" in text:
-            return
-        previous(unraisable)
-
-    hook._crossjax_filter = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
-
-
-_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
-
-
-@contextlib.contextmanager
-def _storage_errors(directory: str) -> Iterator[None]:
-    """Turns a failed write (disk full, read-only, permissions) into one CrossjaxError.
-
-    Orbax reports tensorstore's failures as ValueError/RuntimeError text carrying
-    `os_error_code='N'`; plain OSErrors come from its JSON and directory writes.
-    """
-    try:
-        yield
-    except CrossjaxError:
-        raise
-    except Exception as e:  # noqa: BLE001 - only storage failures are translated
-        code = e.errno if isinstance(e, OSError) else None
-        if code is None and (match := _OS_ERROR_CODE.search(str(e))):
-            code = int(match.group(1))
-        if code is None:
-            raise
-        raise CrossjaxError(
-            f"cannot write checkpoints in {directory}: {os.strerror(code)}; free space or fix "
-            "permissions, then rerun to continue from the last complete checkpoint"
-        ) from None
 
 
 class Checkpoints:
@@ -201,7 +143,7 @@ class Checkpoints:
             # Never delete tmp dirs on open: an evaluator may open a live run's directory.
             cleanup_tmp_directories=False,
         )
-        _ignore_closed_loop_errors()
+        ignore_closed_loop_errors()
         self._manager = _TolerantCheckpointManager(self.directory, options=options)
         self._pending_step: int | None = None
         # Steps newer than the one a run resumed from (unrestorable, or passed over by an
@@ -269,7 +211,7 @@ class Checkpoints:
             data=ocp.args.JsonSave(data_state),
             config=ocp.args.JsonSave(config),
         )
-        with _storage_errors(self.directory):
+        with storage_errors(self.directory):
             started = self._manager.save(step, args=args, metrics=metric_values, force=True)
         if started:
             self._pending_step = step
@@ -344,7 +286,7 @@ class Checkpoints:
             try:
                 result = self._manager.restore(candidate, args=args)
             except Exception as e:  # noqa: BLE001 - any damage: fall back or report
-                reason = _short_reason(e)
+                reason = short_reason(e)
                 if step != "latest":
                     raise CrossjaxError(
                         f"checkpoint step {candidate} in {self.directory} cannot be restored "
@@ -371,7 +313,7 @@ class Checkpoints:
         raise CrossjaxError(
             f"no checkpoint in {self.directory} could be restored (steps "
             f"{[s for s, _ in failed]} are damaged; step {failed[0][0]}: "
-            f"{_short_reason_text(failed[0][1], 160)}); train in a new --workdir"
+            f"{shorten(failed[0][1], 160)}); train in a new --workdir"
         )
 
     def _best_step(self, steps: list[int]) -> int:
@@ -397,14 +339,14 @@ class Checkpoints:
     def wait_until_finished(self) -> None:
         """Blocks until an in-flight async save is committed (a CrossjaxError when it
         failed for lack of space or permissions)."""
-        with _storage_errors(self.directory):
+        with storage_errors(self.directory):
             self._manager.wait_until_finished()
 
     def close(self) -> None:
         """Waits for in-flight saves, then releases Orbax's resources. Idempotent."""
         if not self._closed:
             self._closed = True
-            with _storage_errors(self.directory):
+            with storage_errors(self.directory):
                 self._manager.close()
 
     def __enter__(self) -> Checkpoints:
