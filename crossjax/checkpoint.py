@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,14 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from crossjax.checkpoint_errors import (
+    ignore_closed_loop_errors,
+    short_reason,
+    shorten,
+    storage_errors,
+)
 from crossjax.errors import CrossjaxError
+from crossjax.registry import code_references, run_code_trusted
 
 logger = logging.getLogger(__name__)
 
@@ -77,40 +83,11 @@ def _ranking_fn(name: str, mode: str) -> Callable[[Any], float]:
     return lambda metrics: v if (v := _metric_value(metrics, name)) is not None else worst
 
 
-def _short_reason(error: Exception, limit: int = 300) -> str:
-    """One line naming the error; tensorstore messages embed whole JSON specs."""
-    text = " ".join(str(error).split())
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"{type(error).__name__}: {text}"
-
-
 def _check_json(what: str, value: Any) -> None:
     try:
         json.dumps(value)
     except (TypeError, ValueError) as e:
         raise CrossjaxError(f"{what} must be JSON-serializable for the checkpoint: {e}") from e
-
-
-def _ignore_closed_loop_errors() -> None:
-    """Silence the stray `RuntimeError: Event loop is closed` of a failed restore.
-
-    When one read of a restore fails, Orbax closes its asyncio loop while tensorstore
-    reads are still in flight; their completion callbacks then hit the closed loop and
-    land in `sys.unraisablehook`. They are harmless noise; everything else passes on.
-    """
-    previous = sys.unraisablehook
-    if getattr(previous, "_crossjax_filter", False):
-        return
-
-    def hook(unraisable: Any) -> None:
-        if unraisable.exc_type is RuntimeError and "Event loop is closed" in str(
-            unraisable.exc_value
-        ):
-            return
-        previous(unraisable)
-
-    hook._crossjax_filter = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
 
 
 class Checkpoints:
@@ -166,9 +143,12 @@ class Checkpoints:
             # Never delete tmp dirs on open: an evaluator may open a live run's directory.
             cleanup_tmp_directories=False,
         )
+        ignore_closed_loop_errors()
         self._manager = _TolerantCheckpointManager(self.directory, options=options)
         self._pending_step: int | None = None
-        self._unrestorable: set[int] = set()
+        # Steps newer than the one a run resumed from (unrestorable, or passed over by an
+        # explicit restore step): deleted at the next save, which replaces them.
+        self._superseded: set[int] = set()
         self._closed = False
 
     def steps(self) -> list[int]:
@@ -209,8 +189,8 @@ class Checkpoints:
             return False
         _check_json("data_state", data_state)
         _check_json("config", config)
-        self._manager.wait_until_finished()
-        self._drop_unrestorable()
+        self.wait_until_finished()
+        self._drop_superseded()
         existing = sorted(self._manager.all_steps())
         if step in existing:
             logger.info(
@@ -231,27 +211,36 @@ class Checkpoints:
             data=ocp.args.JsonSave(data_state),
             config=ocp.args.JsonSave(config),
         )
-        started = self._manager.save(step, args=args, metrics=metric_values, force=True)
+        with storage_errors(self.directory):
+            started = self._manager.save(step, args=args, metrics=metric_values, force=True)
         if started:
             self._pending_step = step
         return bool(started)
 
-    def _drop_unrestorable(self) -> None:
-        """Deletes steps that failed to restore and were superseded by an older one.
+    def supersede_after(self, step: int) -> list[int]:
+        """Marks every checkpoint newer than `step` for deletion at the next save (a run
+        resuming from an older step on purpose); returns those steps."""
+        newer = [s for s in self.steps() if s > step]
+        self._superseded.update(newer)
+        return newer
 
-        They are newer than the step the run resumed from, so they would hold a `keep`
-        slot and block re-saving the same step numbers.
+    def _drop_superseded(self) -> None:
+        """Deletes steps newer than the one the run resumed from (they failed to restore,
+        or the run chose an older step).
+
+        They would hold a `keep` slot and block re-saving the same step numbers, and a
+        corrupt final checkpoint would otherwise never be replaced.
         """
-        for step in sorted(self._unrestorable):
+        for step in sorted(self._superseded):
             if step in self._manager.all_steps():
                 logger.warning(
-                    "deleting checkpoint step %d in %s: it could not be restored and the "
-                    "run resumed from an older step",
+                    "deleting checkpoint step %d in %s: the run resumed from an older step "
+                    "and now replaces it",
                     step,
                     self.directory,
                 )
                 self._manager.delete(step)
-        self._unrestorable.clear()
+        self._superseded.clear()
 
     def restore(self, abstract_state: Any, step: int | str = "latest") -> Restored:
         """Restores `step` ("latest", "best" or an int) onto `abstract_state`'s shardings.
@@ -274,8 +263,7 @@ class Checkpoints:
         return dict(result.config)
 
     def _restore(self, step: int | str, args: ocp.args.Composite) -> tuple[int, Any]:
-        _ignore_closed_loop_errors()
-        self._manager.wait_until_finished()
+        self.wait_until_finished()
         steps = self.steps()
         if not steps:
             raise CrossjaxError(
@@ -298,7 +286,7 @@ class Checkpoints:
             try:
                 result = self._manager.restore(candidate, args=args)
             except Exception as e:  # noqa: BLE001 - any damage: fall back or report
-                reason = _short_reason(e)
+                reason = short_reason(e)
                 if step != "latest":
                     raise CrossjaxError(
                         f"checkpoint step {candidate} in {self.directory} cannot be restored "
@@ -314,15 +302,19 @@ class Checkpoints:
                 failed.append((candidate, reason))
                 continue
             if failed:
-                self._unrestorable.update(s for s, _ in failed)
+                self._superseded.update(s for s, _ in failed)
                 logger.warning(
                     "restored checkpoint step %d after skipping unrestorable steps %s",
                     candidate,
                     [s for s, _ in failed],
                 )
             return candidate, result
-        details = "; ".join(f"step {s}: {r}" for s, r in failed)
-        raise CrossjaxError(f"no checkpoint in {self.directory} could be restored ({details})")
+        # One line: each step's reason was logged above as it failed.
+        raise CrossjaxError(
+            f"no checkpoint in {self.directory} could be restored (steps "
+            f"{[s for s, _ in failed]} are damaged; step {failed[0][0]}: "
+            f"{shorten(failed[0][1], 160)}); train in a new --workdir"
+        )
 
     def _best_step(self, steps: list[int]) -> int:
         """The kept step with the best `best_metric`; the newest wins a tie (as in BestN)."""
@@ -345,14 +337,17 @@ class Checkpoints:
         return max(scored)[1]
 
     def wait_until_finished(self) -> None:
-        """Blocks until an in-flight async save is committed."""
-        self._manager.wait_until_finished()
+        """Blocks until an in-flight async save is committed (a CrossjaxError when it
+        failed for lack of space or permissions)."""
+        with storage_errors(self.directory):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
         """Waits for in-flight saves, then releases Orbax's resources. Idempotent."""
         if not self._closed:
             self._closed = True
-            self._manager.close()
+            with storage_errors(self.directory):
+                self._manager.close()
 
     def __enter__(self) -> Checkpoints:
         return self
@@ -398,15 +393,21 @@ class WorkdirLock:
 
 
 def restore_experiment(
-    workdir: str | os.PathLike, build: Callable[[Any, Any], Any], checkpoint: int | str = "latest"
+    workdir: str | os.PathLike,
+    build: Callable[[Any, Any], Any],
+    checkpoint: int | str = "latest",
+    *,
+    trust_run_code: bool | None = None,
 ) -> tuple[Any, int, Any]:
     """(experiment, step, params) of `checkpoint` ("latest", "best" or a step) of the run in
     `workdir`: `build(config, workdir_path)` makes the experiment from the run's saved config
     (an ml_collections.ConfigDict) and its `abstract_state()` says where the arrays land.
 
-    Generic so that modules below the trainer can restore runs too (the trainer hands
-    evaluators `functools.partial(restore_experiment, build=...)`); scripts and notebooks
-    use `crossjax.runs.restore_run`.
+    The saved config is data: its `"module:attr"` names are refused unless `trust_run_code`
+    (None: the process-wide `crossjax.registry.set_trust_run_code`, which the scripts' flag
+    sets). Generic so that modules below the trainer can restore runs too (the trainer
+    hands evaluators `functools.partial(restore_experiment, build=...)`); scripts and
+    notebooks use `crossjax.runs.restore_run`.
     """
     path = Path(workdir)
     if not (path / "checkpoints").exists():
@@ -420,7 +421,14 @@ def restore_experiment(
         best_mode=latest.get("best_mode", "max"),
     )
     try:
-        experiment = build(ml_collections.ConfigDict(ckpts.read_config(checkpoint)), path)
+        saved = ckpts.read_config(checkpoint)
+        trusted = run_code_trusted() if trust_run_code is None else trust_run_code
+        if not trusted and (refs := code_references(saved)):
+            raise CrossjaxError(
+                f"the run in {workdir} imports code from outside crossjax ({', '.join(refs)}); "
+                "pass --trust_run_code if you trust that run and your Python path"
+            )
+        experiment = build(ml_collections.ConfigDict(saved), path)
         restored = ckpts.restore(experiment.abstract_state(), checkpoint)
         return experiment, restored.step, restored.state.params
     finally:

@@ -20,17 +20,33 @@ def _jsonable(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _replayed(line: str, step: int, including: tuple[str, ...]) -> bool:
+    try:
+        record = json.loads(line)
+        at = int(record["step"])
+    except (ValueError, KeyError, TypeError):
+        return False  # not a record of ours (or a torn last line): leave it
+    return at > step or (at == step and record.get("split") in including)
+
+
 class MetricWriter:
     """One JSON object per event in metrics.jsonl: {"step", "split", <metric>: value, ...}."""
 
     def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
         self.workdir = Path(workdir)
         self.enabled = jax.process_index() == 0
-        self._tb = None
-        if self.enabled and tensorboard:
+        self._tensorboard = self.enabled and tensorboard
+        self._tb_writer = None
+
+    @property
+    def _tb(self):
+        # Opened at the first write: a run that fails before writing anything (a bad
+        # rerun of a finished run) leaves no new event file behind.
+        if self._tb_writer is None and self._tensorboard:
             from tensorboardX import SummaryWriter  # imported lazily: only the writer needs it
 
-            self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+            self._tb_writer = SummaryWriter(str(self.workdir / "tensorboard"))
+        return self._tb_writer
 
     def write_scalars(self, step: int, split: str, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -44,6 +60,19 @@ class MetricWriter:
                 self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
             self._tb.flush()
 
+    def discard_after(self, step: int, *, including: tuple[str, ...] = ()) -> None:
+        """Drops the metrics.jsonl records of steps after `step` (and those at `step` of the
+        splits in `including`): a resumed run writes them again, so none is duplicated."""
+        path = self.workdir / "metrics.jsonl"
+        if not self.enabled or not path.exists():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if not _replayed(line, step, including)]
+        if len(kept) != len(lines):
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, path)  # atomic: a crash leaves the old or the new file
+
     def write_image(self, step: int, name: str, image: np.ndarray) -> Path | None:
         """Saves an (H, W, C) float image in [0, 1] as WORKDIR/images/<name>.png."""
         if not self.enabled:
@@ -56,9 +85,9 @@ class MetricWriter:
         return path
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        if self._tb_writer is not None:
+            self._tb_writer.close()
+        self._tb_writer, self._tensorboard = None, False
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:

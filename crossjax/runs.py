@@ -28,11 +28,14 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str | Path) -> 
 
 
 def restore_run(
-    workdir: str | Path, checkpoint: str | int = "latest"
+    workdir: str | Path, checkpoint: str | int = "latest", *, trust_run_code: bool | None = None
 ) -> tuple[Experiment, int, Any]:
     """The run in `workdir` rebuilt from its saved config: (experiment, step, params) of
-    `checkpoint` ("latest", "best" or a step), on this process's devices."""
-    return restore_experiment(workdir, build_experiment, checkpoint)
+    `checkpoint` ("latest", "best" or a step), on this process's devices.
+
+    A `"module:attr"` name in the saved config is refused unless `trust_run_code` (None:
+    `crossjax.registry.set_trust_run_code`, off by default)."""
+    return restore_experiment(workdir, build_experiment, checkpoint, trust_run_code=trust_run_code)
 
 
 def evaluate_checkpoint(

@@ -532,13 +532,19 @@ def train_and_evaluate(
     workdir: str,
     *,
     on_step: Callable[[int], None] | None = None,
-) -> dict[str, float]:
+    restore_step: int | str = "latest",
+) -> dict[str, Any]:
     """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates.
 
-    Returns the final eval metrics. `on_step(step)` is called on the host after each
-    step is dispatched (a hook for tests and tools; it must not block).
+    Returns {"validation": metrics, "test": metrics}, or {"preempted_at_step": step}
+    when SIGTERM/SIGINT stopped the run (its checkpoint saved; a rerun continues).
+    `restore_step` ("latest", "best" or a step) resumes from an older checkpoint; the
+    newer ones are deleted at the next save. `on_step(step)` is called on the host after
+    each step is dispatched (a hook for tests and tools; it must not block).
     """
     validate_config(config)
+    if not (restore_step in ("latest", "best") or _is_step(restore_step)):
+        raise ConfigError(f"--restore_step={restore_step!r}; use latest, best or a step number")
     workdir_path = Path(workdir)
     try:
         workdir_path.mkdir(parents=True, exist_ok=True)
@@ -568,27 +574,64 @@ def train_and_evaluate(
             best_mode=config.best_mode,
         )
         try:
-            return _run(config, exp, data, ckpts, writer, workdir_path, stop, on_step)
+            return _run(config, exp, data, ckpts, writer, workdir_path, stop, on_step, restore_step)
+        except OSError as e:  # disk full or a read-only folder while writing the run
+            where = f" {e.filename}" if e.filename else f" in {workdir}"
+            raise CrossjaxError(
+                f"cannot write{where} ({e.strerror or e}); free space or fix permissions, "
+                "then rerun to continue from the last checkpoint"
+            ) from None
         finally:
             ckpts.close()
             writer.close()
 
 
-def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_step):
+def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_step, restore_step):
     config_dict = config_to_dict(config)
     exp.check_requirements()  # fails here, before the first step, not after training
-    start = ckpts.latest_step()
-    if start is not None:
-        restored = ckpts.restore(exp.abstract_state(), "latest")
+    latest = ckpts.latest_step()
+    if latest is not None or restore_step != "latest":
+        restored = ckpts.restore(exp.abstract_state(), restore_step)
         state, start = restored.state, restored.step
+        if restore_step != "latest" and (newer := ckpts.supersede_after(start)):
+            log.warning(
+                "Resuming from step %d; newer checkpoints %s will be replaced", start, newer
+            )
         _warn_config_changes(restored.config, config_dict)
         train_iter = data.global_train_batches(exp.mesh, restored.data_state)
         log.info("Resumed from step %d in %s", start, workdir)
     else:
         state, start = exp.init(), 0
         train_iter = data.global_train_batches(exp.mesh)
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(json.dumps(config_dict, indent=2))
+    if stop.signal is not None:  # a signal during start-up: stop before the first step
+        return _preempted(stop, start, ckpts)
+
+    def write_config() -> None:
+        # config.json describes the checkpoints: a rerun rewrites it only when it saves one.
+        if jax.process_index() == 0:
+            (workdir / "config.json").write_text(json.dumps(config_dict, indent=2))
+
+    def save(step: int, metrics, *, force: bool) -> None:
+        if not bool(_all_finite(state.params)):  # finite losses, but the update diverged
+            _raise_non_finite("the parameters", step, ckpts, diverged=step)
+        started = ckpts.save(
+            step,
+            state=state,
+            data_state=train_iter.get_state(),
+            config=config_dict,
+            metrics=metrics,
+            force=force,
+        )
+        if started:
+            write_config()
+
+    if latest is None:
+        write_config()
+    # Records of the steps this run replays (or of a finished run's final evaluation,
+    # which a rerun repeats) are written again below; drop the old ones.
+    writer.discard_after(
+        start, including=("validation", "test") if start >= config.num_train_steps else ()
+    )
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     log.info(
         "Model %s: %d parameters; %d train / %d validation / %d test examples",
@@ -623,7 +666,7 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
         is_eval = bool(config.eval_every) and step % config.eval_every == 0 and step < total
         preempted = stop.signal is not None
         if is_log or is_eval or ckpts.should_save(step) or preempted:
-            acc = _check_finite(acc)
+            acc = _check_finite(acc, ckpts)
         if is_log:
             host = jax.device_get(acc)
             steps = max(int(host["steps"]), 1)
@@ -641,35 +684,16 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
             )
             writer.write_scalars(step, "validation", eval_metrics)
         if (ckpts.should_save(step) and step < total) or preempted:  # the last save follows eval
-            ckpts.save(
-                step,
-                state=state,
-                data_state=train_iter.get_state(),
-                config=config_dict,
-                metrics=eval_metrics if is_eval else None,
-                force=preempted,
-            )
+            save(step, eval_metrics if is_eval else None, force=preempted)
         if preempted:
             bar.close()
-            ckpts.wait_until_finished()
-            log.warning(
-                "Stopped by signal %d at step %d; checkpoint saved, rerun to resume",
-                stop.signal,
-                step,
-            )
-            return {"preempted_at_step": float(step)}
+            return _preempted(stop, step, ckpts)
     bar.close()
 
     def save_final(metrics):
-        if step not in ckpts.steps():
-            ckpts.save(
-                step,
-                state=state,
-                data_state=train_iter.get_state(),
-                config=config_dict,
-                metrics=metrics,
-                force=True,
-            )
+        # Always attempted: a final checkpoint that failed to restore was superseded and
+        # is replaced here (an intact one of this step is kept as it is).
+        save(step, metrics, force=True)
         ckpts.wait_until_finished()
 
     # The trained state is kept even when the final evaluation fails (the pre-flight
@@ -689,14 +713,60 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
     return {"validation": validation, "test": test}
 
 
-def _check_finite(acc):
+def _preempted(stop, step: int, ckpts) -> dict[str, float]:
+    ckpts.wait_until_finished()
+    log.warning(
+        "Stopped by signal %d at step %d (its checkpoint saved); rerun to continue",
+        stop.signal,
+        step,
+    )
+    return {"preempted_at_step": float(step)}
+
+
+def _check_finite(acc, ckpts=None):
+    """Raises when a step since the last check had a non-finite loss."""
     first = int(jax.device_get(acc["first_nonfinite"]))
     if first != _NO_NONFINITE:
-        raise CrossjaxError(
-            f"loss became non-finite at step {first}; lower optimizer.learning_rate or set "
-            "optimizer.grad_clip_norm (checkpoints before that step are kept)"
-        )
+        # The state saved at step s gave the loss of step s + 1: one saved at `first - 1`
+        # already holds the parameters that produced the non-finite loss.
+        _raise_non_finite("loss", first, ckpts, diverged=first - 1)
     return acc
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    """() bool: every float leaf of `tree` is finite (checked before each save)."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _raise_non_finite(what: str, step: int, ckpts, *, diverged: int) -> None:
+    """A CrossjaxError naming the newest checkpoint saved before step `diverged` (the
+    first whose state is not finite), to restore with --restore_step."""
+    steps = []
+    if ckpts is not None:
+        ckpts.wait_until_finished()  # a save still in flight counts
+        steps = ckpts.steps()
+    finite = [s for s in steps if s < diverged]
+    if finite:
+        advice = (
+            f"the last checkpoint before it is step {finite[-1]}: rerun with "
+            f"--restore_step={finite[-1]} and"
+        )
+    else:
+        advice = "no checkpoint precedes it: rerun in a new --workdir with"
+    raise CrossjaxError(
+        f"{what} became non-finite at step {step}; {advice} a lower "
+        "optimizer.learning_rate or optimizer.grad_clip_norm set"
+    )
+
+
+def _is_step(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _warn_config_changes(saved: dict, current: dict) -> None:

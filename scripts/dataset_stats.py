@@ -14,17 +14,22 @@ The dataset is tuned so each modality is ~0.8-0.9 and fusion >= 0.985.
 from __future__ import annotations
 
 import itertools
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
-from crossjax.data.digits import CrossjaxDigits, DigitsConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's crossjax
+
+from crossjax import cli  # noqa: E402
+from crossjax.data.digits import CrossjaxDigits, DigitsConfig  # noqa: E402
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where to prepare the dataset.", required=True)
 _CONFIG = flags.DEFINE_string("config", "default", "Builder config name: default or tiny.")
@@ -117,4 +122,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

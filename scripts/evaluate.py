@@ -17,11 +17,20 @@ from crossjax import cli  # noqa: E402
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a run made by scripts/train.py.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation"], "The split to evaluate.")
+_TRUST = flags.DEFINE_bool(
+    "trust_run_code",
+    False,
+    "Let the run's saved config import 'module:attr' names (code outside crossjax); only "
+    "for runs you trust.",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv: list[str]) -> None:
     del argv
+    from crossjax.registry import set_trust_run_code
+
+    set_trust_run_code(_TRUST.value)
     from crossjax.runs import evaluate_checkpoint, format_metrics
 
     which = _CHECKPOINT.value

@@ -29,11 +29,20 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best, or a st
 _SAMPLE = flags.DEFINE_bool("sample", False, "Decode a posterior sample instead of the mean.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of --sample.")
 _OUT = flags.DEFINE_string("out", None, "Folder for the image grids (default WORKDIR/generated).")
+_TRUST = flags.DEFINE_bool(
+    "trust_run_code",
+    False,
+    "Let the run's saved config import 'module:attr' names (code outside crossjax); only "
+    "for runs you trust.",
+)
 flags.mark_flags_as_required(["workdir", "sources", "targets"])
 
 
 def main(argv: list[str]) -> None:
     del argv
+    from crossjax.registry import set_trust_run_code
+
+    set_trust_run_code(_TRUST.value)
     import numpy as np
 
     from crossjax.errors import ConfigError

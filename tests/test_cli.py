@@ -3,8 +3,10 @@ workdir keeps what it had."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -103,3 +105,41 @@ def test_train_then_evaluate_print_the_same_accuracy(tmp_path):
 def test_evaluate_without_checkpoints(tmp_path):
     code, _, err = _run("evaluate", f"--workdir={tmp_path}")
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: no checkpoints in")
+
+
+SCRIPTS = sorted(
+    name[:-3] for name in os.listdir(os.path.join(ROOT, "scripts")) if name.endswith(".py")
+)
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help", "--helpfull"])
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_flags_work_on_every_script(script, flag):
+    code, out, err = _run(script, flag)
+    assert code == 0, err
+    assert f"scripts/{script}.py:" in out  # the script's own flags are listed
+    assert ("absl.flags:" in out) == (flag == "--helpfull"), out
+
+
+def test_sigterm_exits_75_with_its_checkpoint_saved(tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    args = [f"--config={TINY}", f"--workdir={tmp_path}", "--config.num_train_steps=100000"]
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/train.py", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "config.json").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 75, err
+    assert "rerun the same command to continue" in err and "Traceback" not in err
+    step = int(json.loads(out.strip().splitlines()[-1])["preempted_at_step"])
+    saved = [int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
+    assert saved == ([step] if step else [])
