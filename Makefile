@@ -20,8 +20,11 @@ demo: $(STAMP)
 	$(VENV)/bin/python scripts/train.py --config configs/digits_fusion.py --workdir runs/demo
 	$(VENV)/bin/python scripts/evaluate.py --workdir runs/demo
 
+# Test files run in parallel (each file on one worker, so module fixtures are built once).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check crossjax scripts configs tests examples

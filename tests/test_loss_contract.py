@@ -99,9 +99,9 @@ def _config(kind: str):
 
         return shapes_clip.get_config("tiny")
     if kind == "siglip":
-        from configs import shapes_siglip
+        from configs import shapes_clip
 
-        return shapes_siglip.get_config("tiny")
+        return shapes_clip.get_config("siglip_tiny")
     from configs import digits_mvae  # latent_alignment alone: the unimodal means only
 
     config = digits_mvae.get_config("tiny")
@@ -139,9 +139,13 @@ def test_accumulated_batch_level_gradient_equals_the_full_batch(
     step = state.step
     loss, metrics, grads = jax.jit(full._grads)(state.params, batch, step)
     loss_k, metrics_k, grads_k = jax.jit(accumulated._grads)(state.params, batch, step)
-    # Float32 sums in another order differ by ~3e-5 of a leaf's scale (the same batch
-    # permuted does as much); over the whole gradient the difference is below 1e-5.
-    assert _relative_error(grads_k, grads) < 1e-5
+    # Equal up to float32 summation order: the full batch's own gradient, computed on the
+    # same rows permuted, moves by as much (~1e-5 of the gradient's norm).
+    permutation = np.random.default_rng(0).permutation(base_batch_size(batch))
+    permuted = jax.tree.map(lambda x: x[permutation], batch)
+    _, _, grads_p = jax.jit(full._grads)(state.params, permuted, step)
+    noise = _relative_error(grads_p, grads)
+    assert _relative_error(grads_k, grads) <= max(1e-5, 2 * noise)
     chex.assert_trees_all_close(grads_k, grads, atol=1e-4, rtol=1e-4)
     chex.assert_trees_all_close(loss_k, loss, atol=1e-5, rtol=1e-5)
     chex.assert_trees_all_close(metrics_k, metrics, atol=1e-5, rtol=1e-5)
@@ -157,13 +161,17 @@ def test_accumulated_batch_level_gradient_equals_the_full_batch(
 
         monkeypatch.setattr(train_lib.Experiment, "_cached_outputs", perturbed)
         _, _, bad = jax.jit(accumulated._grads)(state.params, batch, step)
-        assert _relative_error(bad, grads) > 1e-4
+        assert _relative_error(bad, grads) > max(1e-4, 10 * noise)
 
 
 def _norm(tree) -> float:
     return float(
         np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree)))
     )
+
+
+def base_batch_size(batch) -> int:
+    return jax.tree.leaves(batch)[0].shape[0]
 
 
 def _relative_error(tree, reference):
