@@ -34,12 +34,16 @@ TINY = {
         "mlp": {"hidden": (8,)},
         "cnn": {"channels": (4,)},
         "vit": {"patch_size": 4, "width": 8, "depth": 1, "num_heads": 2},
+        "resnet18": {"width": 2, "stage_sizes": (1, 1)},
+        "resnet50": {"width": 2, "stage_sizes": (1,)},
+        "open_clip_vit": {"patch_size": 4, "width": 8, "layers": 1, "num_heads": 2},
     },
     "text": {
         "bow": {"embed_dim": 4},
         "lstm": {"embed_dim": 4, "hidden": 6},
         "gru": {"embed_dim": 4, "hidden": 6},
         "transformer": {"width": 8, "depth": 1, "num_heads": 2},
+        "open_clip_text": {"context_length": 6, "width": 8, "layers": 1, "num_heads": 2},
     },
     "audio": {"cnn": {"channels": (4,)}},
 }
@@ -83,9 +87,12 @@ def build(modality="image", spec=SPEC, encoder="cnn", kwargs=None, **extra):
         ),
         (
             {"encoder": "resnet"},
-            r"image_encoder='resnet': unknown image encoder 'resnet'; valid: cnn, mlp, vit",
+            r"image_encoder='resnet': unknown image encoder 'resnet'; valid: cnn, mlp, open_clip_vit, resnet18, resnet50, vit",
         ),
-        ({"modality": "text", "encoder": "cnn"}, r"valid: bow, gru, lstm, transformer"),
+        (
+            {"modality": "text", "encoder": "cnn"},
+            r"valid: bow, gru, lstm, open_clip_text, transformer",
+        ),
         ({"modality": "audio", "encoder": 3}, r"audio_encoder=3: unknown audio encoder"),
         ({"encoder": "nowhere.module:Encoder"}, r"cannot import module 'nowhere.module'"),
         ({"kwargs": [4]}, r"encoder_kwargs.image=\[4\]; valid: a dict of CNNImageEncoder"),

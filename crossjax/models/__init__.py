@@ -19,12 +19,14 @@ import flax.linen as nn
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
 from crossjax.models import (  # every family, so that each registers its factories
+    clip_towers,
     contrastive,
     decoders,
     encoders,
     fusion,
     multimodal_vae,
     recurrent,
+    resnet,
     rnn,
     transformer,
     vae,
@@ -54,6 +56,7 @@ __all__ = [
     "build_encoder",
     "build_model",
     "check_encoder_kwargs",
+    "clip_towers",
     "contrastive",
     "decoders",
     "encoders",
@@ -65,6 +68,7 @@ __all__ = [
     "read_fields",
     "recurrent",
     "require_modalities",
+    "resnet",
     "rnn",
     "to_plain_dict",
     "transformer",

@@ -27,7 +27,12 @@ import jax.numpy as jnp
 
 from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
-from crossjax.models import recurrent, transformer  # noqa: F401 - register their encoders
+from crossjax.models import (  # noqa: F401 - register their encoders
+    clip_towers,
+    recurrent,
+    resnet,
+    transformer,
+)
 from crossjax.models.encoders import AUDIO_ENCODERS, IMAGE_ENCODERS, TEXT_ENCODERS
 from crossjax.models.factory import require_modalities
 from crossjax.registry import Registry, import_from_path

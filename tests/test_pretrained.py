@@ -1,0 +1,143 @@
+"""Pretrained encoders against their reference implementations, from committed fixtures
+(tests/fixtures/make_pretrained.py wrote them with torchvision and open_clip; no torch here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from crossjax.errors import ConfigError
+from crossjax.models import pretrained
+from crossjax.models.clip_towers import CLIPTextTransformer, CLIPVisionTransformer
+from crossjax.models.encoders import IMAGE_ENCODERS, TEXT_ENCODERS
+from crossjax.models.resnet import ResNet18, ResNet50
+
+FIXTURES = Path(__file__).parent / "fixtures" / "pretrained"
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(FIXTURES / "outputs.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def _template(module, *inputs):
+    return jax.eval_shape(module.init, jax.random.key(0), *inputs)
+
+
+def _assert_close(got, want):
+    """Max abs difference <= 1e-4, and <= 1e-4 of the outputs' spread when that is < 1."""
+    assert got.shape == want.shape
+    assert np.std(want) > 0.1  # the comparison is not between near-zero outputs
+    bound = TOLERANCE * min(1.0, float(np.std(want)))
+    np.testing.assert_array_less(np.max(np.abs(np.asarray(got) - want)), bound)
+
+
+@pytest.mark.parametrize(
+    "module, file",
+    [
+        (ResNet18(width=4, features=10), "resnet18.pt"),
+        (ResNet50(width=2, features=10), "resnet50.safetensors"),
+    ],
+)
+def test_resnet_matches_torchvision(reference, module, file):
+    image = jnp.asarray(reference["resnet_image"])
+    variables = pretrained.load_pretrained(
+        FIXTURES / file, _template(module, image), "torchvision_resnet"
+    )
+    assert set(variables) == {"params", "batch_stats"}
+    logits = jax.jit(module.apply)(variables, image)
+    _assert_close(logits, reference[f"{file.split('.')[0]}_logits"])
+
+
+def test_clip_towers_match_open_clip(reference):
+    image = jnp.asarray(reference["clip_image"])
+    text = jnp.asarray(reference["clip_text"])
+    vit = CLIPVisionTransformer(patch_size=8, width=32, layers=2, num_heads=2, features=16)
+    tower = CLIPTextTransformer(
+        vocab_size=64, context_length=12, width=32, layers=2, num_heads=2, features=16
+    )
+    state = pretrained.read_state_dict(FIXTURES / "clip.safetensors")
+    v_vars = pretrained.convert_state_dict(state, _template(vit, image), "open_clip_visual")
+    t_vars = pretrained.convert_state_dict(
+        state, _template(tower, text, text > 0), "open_clip_text"
+    )
+    _assert_close(vit.apply(v_vars, image), reference["clip_image_features"])
+    _assert_close(tower.apply(t_vars, text, text > 0), reference["clip_text_features"])
+
+
+def test_encoders_are_registered_under_new_names():
+    assert IMAGE_ENCODERS.get("resnet18") is ResNet18
+    assert IMAGE_ENCODERS.get("resnet50") is ResNet50
+    assert IMAGE_ENCODERS.get("open_clip_vit") is CLIPVisionTransformer
+    assert TEXT_ENCODERS.get("open_clip_text") is CLIPTextTransformer
+
+
+def test_one_line_error_names_every_missing_unexpected_and_misshaped_weight():
+    state = pretrained.read_state_dict(FIXTURES / "clip.safetensors")
+    state["visual.extra.weight"] = np.zeros((3, 3), np.float32)
+    del state["visual.ln_post.bias"]
+    # 3 layers where the file has 2, and a wider projection than the file's 16.
+    vit = CLIPVisionTransformer(patch_size=8, width=32, layers=3, num_heads=2, features=24)
+    template = _template(vit, jnp.zeros((1, 32, 32, 3)))
+    with pytest.raises(ConfigError) as err:
+        pretrained.convert_state_dict(state, template, "open_clip_visual", source="clip.st")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "missing (13)" in message and "params/ln_post/bias" in message
+    assert "params/transformer/resblocks_2/attn/in_proj/kernel" in message
+    assert "unexpected (1): visual.extra.weight" in message
+    assert "mis-shaped (1): visual.proj (32, 16) vs model params/proj (32, 24)" in message
+
+
+def test_resnet_needs_its_batch_stats():
+    module = ResNet18(width=4, features=3)
+    image = jnp.zeros((1, 32, 32, 3))
+    variables = module.init(jax.random.key(0), image)
+    with pytest.raises(ConfigError, match="batch_stats"):
+        module.apply({"params": variables["params"]}, image)
+
+
+def test_resnet_train_mode_updates_statistics_unless_frozen():
+    image = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+    for frozen in (False, True):
+        module = ResNet18(width=4, features=3, frozen_statistics=frozen)
+        variables = module.init(jax.random.key(0), image)
+        _, updates = module.apply(variables, image, train=True, mutable=["batch_stats"])
+        before = variables["batch_stats"]["bn1"]["mean"]
+        after = updates["batch_stats"]["bn1"]["mean"]
+        assert np.array_equal(before, after) == frozen
+
+
+def test_safetensors_reader_handles_bfloat16_and_float16(tmp_path):
+    values = np.array([[1.5, -2.0], [0.25, 3.0]], np.float32)
+    bf16 = (values.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    f16 = values.astype(np.float16).tobytes()
+    header = {
+        "a": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]},
+        "b": {"dtype": "F16", "shape": [2, 2], "data_offsets": [8, 16]},
+        "__metadata__": {"format": "pt"},
+    }
+    raw = json.dumps(header).encode()
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bf16 + f16)
+    state = pretrained.read_state_dict(path)
+    np.testing.assert_array_equal(state["a"], values)
+    np.testing.assert_array_equal(state["b"], values)
+
+
+def test_unreadable_files_are_one_line_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        pretrained.read_state_dict(tmp_path / "nope.safetensors")
+    bad = tmp_path / "w.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="unknown format"):
+        pretrained.read_state_dict(bad)
+    with pytest.raises(ConfigError, match="unknown weights layout 'timm'"):
+        pretrained.convert_state_dict({}, {}, "timm")
