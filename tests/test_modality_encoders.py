@@ -44,6 +44,8 @@ TINY = {
         "gru": {"embed_dim": 4, "hidden": 6},
         "transformer": {"width": 8, "depth": 1, "num_heads": 2},
         "open_clip_text": {"context_length": 6, "width": 8, "layers": 1, "num_heads": 2},
+        "bert": {"width": 8, "layers": 1, "num_heads": 2, "intermediate": 8, "max_positions": 6},
+        "gpt2": {"width": 8, "layers": 1, "num_heads": 2, "max_positions": 6},
     },
     "audio": {"cnn": {"channels": (4,)}},
 }
@@ -91,7 +93,7 @@ def build(modality="image", spec=SPEC, encoder="cnn", kwargs=None, **extra):
         ),
         (
             {"modality": "text", "encoder": "cnn"},
-            r"valid: bow, gru, lstm, open_clip_text, transformer",
+            r"valid: bert, bow, gpt2, gru, lstm, open_clip_text, transformer",
         ),
         ({"modality": "audio", "encoder": 3}, r"audio_encoder=3: unknown audio encoder"),
         ({"encoder": "nowhere.module:Encoder"}, r"cannot import module 'nowhere.module'"),

@@ -39,6 +39,21 @@ def quick_gelu(x: jax.Array) -> jax.Array:
     return x * jax.nn.sigmoid(1.702 * x)
 
 
+def multi_head_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int, mask: jax.Array | None = None
+) -> jax.Array:
+    """Scaled dot-product attention over heads split from the last axis: q, k, v (B, N, W),
+    mask broadcastable to (B, heads, N, N) (True = attend) -> (B, N, W). Softmax in float32."""
+    b, n, width = q.shape
+    head = width // num_heads
+    q, k, v = (t.reshape(b, n, num_heads, head) for t in (q, k, v))
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head).astype(q.dtype)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, width)
+
+
 class FusedSelfAttention(nn.Module):
     """torch.nn.MultiheadAttention self-attention with one fused `in_proj` (W -> 3W) and
     `out_proj`: x (B, N, W), optional boolean mask broadcastable to (B, heads, N, N)."""
@@ -48,15 +63,9 @@ class FusedSelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        b, n, width = x.shape
-        head = width // self.num_heads
+        width = x.shape[-1]
         qkv = nn.Dense(3 * width, dtype=self.dtype, name="in_proj")(x)
-        q, k, v = (t.reshape(b, n, self.num_heads, head) for t in jnp.split(qkv, 3, axis=-1))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head).astype(self.dtype)
-        if mask is not None:
-            logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-        y = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, width)
+        y = multi_head_attention(*jnp.split(qkv, 3, axis=-1), self.num_heads, mask)
         return nn.Dense(width, dtype=self.dtype, name="out_proj")(y)
 
 

@@ -29,6 +29,7 @@ from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
 from crossjax.models import (  # noqa: F401 - register their encoders
     clip_towers,
+    hf_text,
     recurrent,
     resnet,
     transformer,

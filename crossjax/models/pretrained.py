@@ -34,20 +34,42 @@ from crossjax.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """Which tensors of a file form one tower: those under `prefix` (removed), minus the
-    names matching any `skip` pattern (weights of other towers, buffers)."""
+    """How a file's tensors map onto a tower.
 
-    prefix: str = ""
+    prefixes: the first of these that some tensor name starts with selects the tower's
+      tensors (and is removed); tensors without it belong to other towers.
+    skip: name patterns (after the prefix) to ignore: buffers, other heads.
+    fresh: patterns of model leaves ("params/projection/kernel") the file need not have;
+      they keep the template's values (so pass init variables, not shapes, as template).
+    transpose_linear: Linear weights are (out, in) as torch's; False for GPT-2's Conv1D,
+      stored (in, out).
+    """
+
+    prefixes: tuple[str, ...] = ("",)
     skip: tuple[str, ...] = ()
+    fresh: tuple[str, ...] = ()
+    transpose_linear: bool = True
 
 
 _ALWAYS_SKIP = (r"(^|\.)num_batches_tracked$",)
 LAYOUTS: dict[str, Layout] = {
     "plain": Layout(),
     "torchvision_resnet": Layout(),
-    "open_clip_visual": Layout(prefix="visual."),
+    "open_clip_visual": Layout(prefixes=("visual.",)),
     "open_clip_text": Layout(
         skip=(r"^visual\.", r"^logit_scale$", r"^logit_bias$", r"^attn_mask$")
+    ),
+    # Task-head checkpoints (BertForPreTraining, GPT2LMHeadModel) nest the encoder.
+    "hf_bert": Layout(
+        prefixes=("bert.", ""),
+        skip=(r"^cls\.", r"position_ids$"),
+        fresh=(r"^params/projection/",),
+    ),
+    "hf_gpt2": Layout(
+        prefixes=("transformer.", ""),
+        skip=(r"^lm_head\.", r"\.attn\.(masked_)?bias$"),
+        fresh=(r"^params/projection/",),
+        transpose_linear=False,
     ),
 }
 ENCODER_LAYOUTS = {
@@ -55,6 +77,8 @@ ENCODER_LAYOUTS = {
     "resnet50": "torchvision_resnet",
     "open_clip_vit": "open_clip_visual",
     "open_clip_text": "open_clip_text",
+    "bert": "hf_bert",
+    "gpt2": "hf_gpt2",
 }
 
 # -- reading files ----------------------------------------------------------------------
@@ -194,8 +218,8 @@ def _candidates(path: list[str], leaf: str) -> list[tuple[str, ...]]:
     return [("params", *path, leaf)]
 
 
-def _to_flax(array: np.ndarray, target: tuple[str, ...]) -> np.ndarray:
-    if target[-1] == "kernel" and array.ndim == 2:
+def _to_flax(array: np.ndarray, target: tuple[str, ...], transpose_linear: bool) -> np.ndarray:
+    if target[-1] == "kernel" and array.ndim == 2 and transpose_linear:
         return array.T
     if target[-1] == "kernel" and array.ndim == 4:
         return array.transpose(2, 3, 1, 0)
@@ -218,28 +242,39 @@ def convert_state_dict(
         layout = LAYOUTS[layout]
     wanted = traverse_util.flatten_dict(dict(jax.tree.map(lambda x: x, template)))
     filled: dict[tuple[str, ...], np.ndarray] = {}
-    unexpected, misshaped, wrong_shape = [], [], set()
+    unexpected, misshaped, left_out = [], [], set()
     skip = [re.compile(p) for p in (*_ALWAYS_SKIP, *layout.skip)]
+    prefix = next(
+        (p for p in layout.prefixes if any(n.startswith(p) for n in state_dict)),
+        layout.prefixes[-1],
+    )
     for name, array in state_dict.items():
-        if not name.startswith(layout.prefix):
+        if not name.startswith(prefix):
             continue
-        name = name[len(layout.prefix) :]
+        name = name[len(prefix) :]
         if any(p.search(name) for p in skip):
             continue
         target = next((t for t in _candidates(*_flax_name(name)) if t in wanted), None)
         if target is None:
-            unexpected.append(layout.prefix + name)
+            unexpected.append(prefix + name)
             continue
-        value = _to_flax(np.asarray(array), target)
+        value = _to_flax(np.asarray(array), target, layout.transpose_linear)
         if tuple(value.shape) != tuple(wanted[target].shape):
             misshaped.append(
-                f"{layout.prefix}{name} {tuple(np.shape(array))} vs model "
+                f"{prefix}{name} {tuple(np.shape(array))} vs model "
                 f"{'/'.join(target)} {tuple(wanted[target].shape)}"
             )
-            wrong_shape.add(target)
+            left_out.add(target)  # reported as mis-shaped, not also missing
             continue
         filled[target] = value.astype(wanted[target].dtype)
-    missing = ["/".join(t) for t in wanted if t not in filled and t not in wrong_shape]
+    fresh = [re.compile(p) for p in layout.fresh]
+    for t in wanted:
+        if t not in filled and any(p.search("/".join(t)) for p in fresh):
+            if isinstance(wanted[t], np.ndarray | jax.Array):
+                filled[t] = np.asarray(wanted[t])
+            else:
+                left_out.add(t)  # an abstract template has no value to keep
+    missing = ["/".join(t) for t in wanted if t not in filled and t not in left_out]
     if missing or unexpected or misshaped:
         parts = [
             f"{label} ({len(items)}): {', '.join(items)}"
