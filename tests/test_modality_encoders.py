@@ -37,6 +37,7 @@ TINY = {
         "resnet18": {"width": 2, "stage_sizes": (1, 1)},
         "resnet50": {"width": 2, "stage_sizes": (1,)},
         "open_clip_vit": {"patch_size": 4, "width": 8, "layers": 1, "num_heads": 2},
+        "siglip_vit": {"patch_size": 4, "width": 8, "layers": 1, "num_heads": 2, "intermediate": 8},
     },
     "text": {
         "bow": {"embed_dim": 4},
@@ -46,6 +47,13 @@ TINY = {
         "open_clip_text": {"context_length": 6, "width": 8, "layers": 1, "num_heads": 2},
         "bert": {"width": 8, "layers": 1, "num_heads": 2, "intermediate": 8, "max_positions": 6},
         "gpt2": {"width": 8, "layers": 1, "num_heads": 2, "max_positions": 6},
+        "siglip_text": {
+            "width": 8,
+            "layers": 1,
+            "num_heads": 2,
+            "intermediate": 8,
+            "max_positions": 6,
+        },
     },
     "audio": {"cnn": {"channels": (4,)}},
 }
@@ -89,11 +97,11 @@ def build(modality="image", spec=SPEC, encoder="cnn", kwargs=None, **extra):
         ),
         (
             {"encoder": "resnet"},
-            r"image_encoder='resnet': unknown image encoder 'resnet'; valid: cnn, mlp, open_clip_vit, resnet18, resnet50, vit",
+            r"image_encoder='resnet': unknown image encoder 'resnet'; valid: cnn, mlp, open_clip_vit, resnet18, resnet50, siglip_vit, vit",
         ),
         (
             {"modality": "text", "encoder": "cnn"},
-            r"valid: bert, bow, gpt2, gru, lstm, open_clip_text, transformer",
+            r"valid: bert, bow, gpt2, gru, lstm, open_clip_text, siglip_text, transformer",
         ),
         ({"modality": "audio", "encoder": 3}, r"audio_encoder=3: unknown audio encoder"),
         ({"encoder": "nowhere.module:Encoder"}, r"cannot import module 'nowhere.module'"),

@@ -18,6 +18,7 @@ from crossjax.models.clip_towers import CLIPTextTransformer, CLIPVisionTransform
 from crossjax.models.encoders import IMAGE_ENCODERS, TEXT_ENCODERS
 from crossjax.models.hf_text import BertTextEncoder, GPT2TextEncoder
 from crossjax.models.resnet import ResNet18, ResNet50
+from crossjax.models.siglip_towers import SiglipTextTransformer, SiglipVisionTransformer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pretrained"
 TOLERANCE = 1e-4
@@ -74,6 +75,18 @@ def test_clip_towers_match_open_clip(reference):
     _assert_close(tower.apply(t_vars, text, text > 0), reference["clip_text_features"])
 
 
+def test_siglip_towers_match_transformers(reference):
+    image, text = jnp.asarray(reference["clip_image"]), jnp.asarray(reference["clip_text"])
+    fields = dict(width=32, layers=2, num_heads=2, intermediate=64, features=32)
+    vit = SiglipVisionTransformer(patch_size=8, **fields)
+    tower = SiglipTextTransformer(64, max_positions=12, **fields)
+    state = pretrained.read_state_dict(FIXTURES / "siglip.safetensors")
+    v_vars = pretrained.convert_state_dict(state, _template(vit, image), "hf_siglip_vision")
+    t_vars = pretrained.convert_state_dict(state, _template(tower, text), "hf_siglip_text")
+    _assert_close(vit.apply(v_vars, image), reference["siglip_image_features"])
+    _assert_close(tower.apply(t_vars, text), reference["siglip_text_features"])
+
+
 @pytest.mark.parametrize(
     "module, file",
     [
@@ -115,6 +128,8 @@ def test_encoders_are_registered_under_new_names():
     assert TEXT_ENCODERS.get("open_clip_text") is CLIPTextTransformer
     assert TEXT_ENCODERS.get("bert") is BertTextEncoder
     assert TEXT_ENCODERS.get("gpt2") is GPT2TextEncoder
+    assert IMAGE_ENCODERS.get("siglip_vit") is SiglipVisionTransformer
+    assert TEXT_ENCODERS.get("siglip_text") is SiglipTextTransformer
 
 
 def test_one_line_error_names_every_missing_unexpected_and_misshaped_weight():

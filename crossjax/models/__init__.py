@@ -29,6 +29,7 @@ from crossjax.models import (  # every family, so that each registers its factor
     recurrent,
     resnet,
     rnn,
+    siglip_towers,
     transformer,
     vae,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "require_modalities",
     "resnet",
     "rnn",
+    "siglip_towers",
     "to_plain_dict",
     "transformer",
     "vae",

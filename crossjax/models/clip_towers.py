@@ -42,11 +42,12 @@ def quick_gelu(x: jax.Array) -> jax.Array:
 def multi_head_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int, mask: jax.Array | None = None
 ) -> jax.Array:
-    """Scaled dot-product attention over heads split from the last axis: q, k, v (B, N, W),
-    mask broadcastable to (B, heads, N, N) (True = attend) -> (B, N, W). Softmax in float32."""
+    """Scaled dot-product attention over heads split from the last axis: q (B, Q, W),
+    k and v (B, K, W), mask broadcastable to (B, heads, Q, K) (True = attend) -> (B, Q, W).
+    Softmax in float32."""
     b, n, width = q.shape
     head = width // num_heads
-    q, k, v = (t.reshape(b, n, num_heads, head) for t in (q, k, v))
+    q, k, v = (t.reshape(b, t.shape[1], num_heads, head) for t in (q, k, v))
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head).astype(q.dtype)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)

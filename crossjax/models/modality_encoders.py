@@ -32,6 +32,7 @@ from crossjax.models import (  # noqa: F401 - register their encoders
     hf_text,
     recurrent,
     resnet,
+    siglip_towers,
     transformer,
 )
 from crossjax.models.encoders import AUDIO_ENCODERS, IMAGE_ENCODERS, TEXT_ENCODERS

@@ -71,6 +71,14 @@ LAYOUTS: dict[str, Layout] = {
         fresh=(r"^params/projection/",),
         transpose_linear=False,
     ),
+    "hf_siglip_vision": Layout(
+        prefixes=("vision_model.", ""),
+        skip=(r"^text_model\.", r"^logit_", r"position_ids$"),
+        fresh=(r"^params/projection/",),
+    ),
+    "hf_siglip_text": Layout(
+        prefixes=("text_model.", ""), skip=(r"^vision_model\.", r"^logit_", r"position_ids$")
+    ),
 }
 ENCODER_LAYOUTS = {
     "resnet18": "torchvision_resnet",
@@ -79,6 +87,8 @@ ENCODER_LAYOUTS = {
     "open_clip_text": "open_clip_text",
     "bert": "hf_bert",
     "gpt2": "hf_gpt2",
+    "siglip_vit": "hf_siglip_vision",
+    "siglip_text": "hf_siglip_text",
 }
 
 # -- reading files ----------------------------------------------------------------------
