@@ -45,12 +45,12 @@ def _assert_close(got, want):
 @pytest.mark.parametrize(
     "module, file",
     [
-        (ResNet18(width=4, features=10), "resnet18.pt"),
+        (ResNet18(width=2, features=10), "resnet18.pt"),
         (ResNet50(width=2, features=10), "resnet50.safetensors"),
     ],
 )
 def test_resnet_matches_torchvision(reference, module, file):
-    image = jnp.asarray(reference["resnet_image"])
+    image = jnp.asarray(reference["resnet_image"], jnp.float32)
     variables = pretrained.load_pretrained(
         FIXTURES / file, _template(module, image), "torchvision_resnet"
     )
@@ -60,11 +60,11 @@ def test_resnet_matches_torchvision(reference, module, file):
 
 
 def test_clip_towers_match_open_clip(reference):
-    image = jnp.asarray(reference["clip_image"])
+    image = jnp.asarray(reference["clip_image"], jnp.float32)
     text = jnp.asarray(reference["clip_text"])
-    vit = CLIPVisionTransformer(patch_size=8, width=32, layers=2, num_heads=2, features=16)
+    vit = CLIPVisionTransformer(patch_size=8, width=16, layers=2, num_heads=2, features=16)
     tower = CLIPTextTransformer(
-        vocab_size=64, context_length=12, width=32, layers=2, num_heads=2, features=16
+        vocab_size=64, context_length=12, width=16, layers=2, num_heads=2, features=16
     )
     state = pretrained.read_state_dict(FIXTURES / "clip.safetensors")
     v_vars = pretrained.convert_state_dict(state, _template(vit, image), "open_clip_visual")
@@ -76,8 +76,9 @@ def test_clip_towers_match_open_clip(reference):
 
 
 def test_siglip_towers_match_transformers(reference):
-    image, text = jnp.asarray(reference["clip_image"]), jnp.asarray(reference["clip_text"])
-    fields = dict(width=32, layers=2, num_heads=2, intermediate=64, features=32)
+    image = jnp.asarray(reference["clip_image"], jnp.float32)
+    text = jnp.asarray(reference["clip_text"])
+    fields = dict(width=16, layers=2, num_heads=2, intermediate=32, features=16)
     vit = SiglipVisionTransformer(patch_size=8, **fields)
     tower = SiglipTextTransformer(64, max_positions=12, **fields)
     state = pretrained.read_state_dict(FIXTURES / "siglip.safetensors")
@@ -90,9 +91,9 @@ def test_siglip_towers_match_transformers(reference):
 @pytest.mark.parametrize(
     "module, file",
     [
-        (BertTextEncoder(64, width=32, layers=2, num_heads=2, intermediate=64, max_positions=16,
+        (BertTextEncoder(64, width=16, layers=2, num_heads=2, intermediate=32, max_positions=16,
                          project=False), "bert"),
-        (GPT2TextEncoder(64, width=32, layers=2, num_heads=2, max_positions=16, project=False),
+        (GPT2TextEncoder(64, width=16, layers=2, num_heads=2, max_positions=16, project=False),
          "gpt2"),
     ],
 )  # fmt: skip
@@ -105,7 +106,7 @@ def test_hf_text_encoders_match_transformers(reference, module, file):
 
 
 def test_fresh_projection_keeps_its_initial_value():
-    module = GPT2TextEncoder(64, width=32, layers=2, num_heads=2, max_positions=16, features=5)
+    module = GPT2TextEncoder(64, width=16, layers=2, num_heads=2, max_positions=16, features=5)
     text, mask = jnp.ones((1, 4), jnp.int32), jnp.ones((1, 4), bool)
     init = module.init(jax.random.key(3), text, mask)
     state = pretrained.read_state_dict(FIXTURES / "gpt2.safetensors")
@@ -137,7 +138,7 @@ def test_one_line_error_names_every_missing_unexpected_and_misshaped_weight():
     state["visual.extra.weight"] = np.zeros((3, 3), np.float32)
     del state["visual.ln_post.bias"]
     # 3 layers where the file has 2, and a wider projection than the file's 16.
-    vit = CLIPVisionTransformer(patch_size=8, width=32, layers=3, num_heads=2, features=24)
+    vit = CLIPVisionTransformer(patch_size=8, width=16, layers=3, num_heads=2, features=24)
     template = _template(vit, jnp.zeros((1, 32, 32, 3)))
     with pytest.raises(ConfigError) as err:
         pretrained.convert_state_dict(state, template, "open_clip_visual", source="clip.st")
@@ -146,7 +147,7 @@ def test_one_line_error_names_every_missing_unexpected_and_misshaped_weight():
     assert "missing (13)" in message and "params/ln_post/bias" in message
     assert "params/transformer/resblocks_2/attn/in_proj/kernel" in message
     assert "unexpected (1): visual.extra.weight" in message
-    assert "mis-shaped (1): visual.proj (32, 16) vs model params/proj (32, 24)" in message
+    assert "mis-shaped (1): visual.proj (16, 16) vs model params/proj (16, 24)" in message
 
 
 def test_resnet_needs_its_batch_stats():
