@@ -9,11 +9,13 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
-from crossjax.models import pretrained
+from crossjax.models import build_model, pretrained
 from crossjax.models.clip_towers import CLIPTextTransformer, CLIPVisionTransformer
 from crossjax.models.encoders import IMAGE_ENCODERS, TEXT_ENCODERS
 from crossjax.models.hf_text import BertTextEncoder, GPT2TextEncoder
@@ -195,3 +197,54 @@ def test_unreadable_files_are_one_line_config_errors(tmp_path):
         pretrained.read_state_dict(bad)
     with pytest.raises(ConfigError, match="unknown weights layout 'timm'"):
         pretrained.convert_state_dict({}, {}, "timm")
+
+
+# --- `pretrained` in a tower's encoder_kwargs: weights loaded at init ---------------------
+
+
+def _clip_two_tower(image_kwargs, text_kwargs=None):
+    spec = DataSpec(
+        modalities=("image", "text"), vocab_size=64, max_text_len=12, image_shape=(32, 32, 3)
+    )
+    config = ml_collections.ConfigDict(
+        {
+            "name": "two_tower",
+            "image_encoder": "open_clip_vit",
+            "text_encoder": "open_clip_text",
+            "embed_dim": 16,
+            "encoder_kwargs": {
+                "image": {"patch_size": 8, "width": 16, "layers": 2, "num_heads": 2, **image_kwargs},
+                "text": {"context_length": 12, "width": 16, "layers": 2, "num_heads": 2,
+                         **(text_kwargs or {})},
+            },
+        }
+    )  # fmt: skip
+    return build_model(config, spec)
+
+
+def test_two_tower_loads_both_towers_at_init(reference):
+    clip = str(FIXTURES / "clip.safetensors")
+    model = _clip_two_tower({"pretrained": clip}, {"pretrained": {"path": clip}})
+    image = jnp.asarray(reference["clip_image"], jnp.float32)
+    text = jnp.asarray(reference["clip_text"])
+    batch = {"image": image, "text": text, "text_mask": text > 0}
+    variables = jax.jit(model.init)(jax.random.key(0), batch)
+    outputs = model.apply(variables, batch)
+    for tower in ("image", "text"):
+        want = reference[f"clip_{tower}_features"]
+        want = want / np.linalg.norm(want, axis=-1, keepdims=True)
+        np.testing.assert_allclose(outputs[f"emb/{tower}"], want, atol=TOLERANCE)
+    # apply uses the variables it is given, not the file
+    zeroed = jax.tree.map(jnp.zeros_like, variables)
+    assert not np.any(model.apply(zeroed, batch)["emb/image"])
+
+
+def test_pretrained_setting_errors_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"encoder_kwargs.image\).*does not exist"):
+        _clip_two_tower({"pretrained": str(tmp_path / "none.safetensors")})
+    with pytest.raises(ConfigError, match="valid: a file path, or a dict with 'path'"):
+        _clip_two_tower({"pretrained": {"file": "x"}})
+    wrong = _clip_two_tower({"pretrained": str(FIXTURES / "clip.safetensors"), "layers": 1})
+    batch = {"image": jnp.zeros((1, 32, 32, 3)), "text": jnp.ones((1, 12), jnp.int32)}
+    with pytest.raises(ConfigError, match=r"unexpected \(12\): visual.transformer.resblocks.1"):
+        wrong.init(jax.random.key(0), batch)

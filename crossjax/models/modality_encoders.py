@@ -3,7 +3,9 @@
 `build_encoder(modality, spec, encoder=..., kwargs=..., ...)` maps a modality ("image",
 "text", "audio"), the dataset's `DataSpec` and the config's encoder choice (a name in
 that modality's registry, `ENCODERS[modality]`, or "package.module:Class") and
-`encoder_kwargs` to an unbound encoder module. Its one argument check raises a one-line
+`encoder_kwargs` to an unbound encoder module; an `encoder_kwargs` entry `pretrained`
+(a weights file, or {"path", "layout"}: see `crossjax.models.pretrained`) makes the
+encoder's `init` load those weights. Its one argument check raises a one-line
 ConfigError for: a modality that is not supported or not in the data, an unknown encoder
 name, encoder kwargs that are not a dict or name a field the encoder lacks, text without
 a vocabulary, and an encoder whose fields do not fit the data's input shape (the
@@ -30,6 +32,7 @@ from crossjax.errors import ConfigError
 from crossjax.models import (  # noqa: F401 - register their encoders
     clip_towers,
     hf_text,
+    pretrained,
     recurrent,
     resnet,
     siglip_towers,
@@ -168,6 +171,11 @@ def build_encoder(
     field = field or f"{modality}_encoder"
     kwargs_field = kwargs_field or f"encoder_kwargs.{modality}"
     cls = encoder if isinstance(encoder, type) else encoder_class(modality, encoder, model, field)
+    weights = None
+    if isinstance(kwargs, Mapping) and "pretrained" in kwargs:
+        kwargs = dict(kwargs)
+        owner = f"model {model!r} ({kwargs_field})"
+        weights = pretrained.parse_pretrained(kwargs.pop("pretrained"), encoder, owner)
     kwargs = check_encoder_kwargs(cls, kwargs, model, kwargs_field)
     fields = inspect.signature(cls).parameters
     if "vocab_size" in fields:
@@ -176,6 +184,8 @@ def build_encoder(
         kwargs["vocab_size"] = spec.vocab_size
     if "features" in fields and features is not None:
         kwargs["features"] = features
+    if weights is not None:
+        cls = pretrained.loading_at_init(cls, *weights)
     module = cls(dtype=dtype, **kwargs)
     shape = input_shape(modality, spec)
     check = getattr(module, "check", None)

@@ -17,6 +17,7 @@ one file) and `ENCODER_LAYOUTS` the default layout of each encoder that has one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pickle
 import re
@@ -25,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 from flax import traverse_util
@@ -187,6 +189,11 @@ def read_torch_zip(path: str | Path) -> dict[str, np.ndarray]:
 
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """{name: array} from .safetensors, .npz, or a torch.save zip (.pt, .pth, .bin)."""
+    return dict(_read_cached(str(Path(path).resolve())))
+
+
+@functools.lru_cache(maxsize=2)  # an encoder loading at init is traced more than once
+def _read_cached(path: str) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"pretrained weights file {str(path)!r} does not exist")
@@ -281,7 +288,7 @@ def convert_state_dict(
     for t in wanted:
         if t not in filled and any(p.search("/".join(t)) for p in fresh):
             if isinstance(wanted[t], np.ndarray | jax.Array):
-                filled[t] = np.asarray(wanted[t])
+                filled[t] = wanted[t]
             else:
                 left_out.add(t)  # an abstract template has no value to keep
     missing = ["/".join(t) for t in wanted if t not in filled and t not in left_out]
@@ -307,3 +314,46 @@ def load_pretrained(
 ) -> dict[str, Any]:
     """`convert_state_dict` of the file at `path` (see `read_state_dict`)."""
     return convert_state_dict(read_state_dict(path), template, layout, source=str(path))
+
+
+def parse_pretrained(value: Any, encoder: Any, owner: str) -> tuple[str, str]:
+    """(path, layout) from a tower's `pretrained` setting: a path, or a dict with `path`
+    and `layout` (default: `ENCODER_LAYOUTS[encoder]`); ConfigError when it is malformed,
+    the file is missing or the layout unknown."""
+    if isinstance(value, str | Path):
+        value = {"path": value}
+    if not isinstance(value, Mapping) or set(value) - {"path", "layout"} or "path" not in value:
+        raise ConfigError(
+            f"{owner}: pretrained={value!r}; valid: a file path, or a dict with 'path' and "
+            "optional 'layout'"
+        )
+    layout = value.get("layout") or ENCODER_LAYOUTS.get(encoder)
+    if layout not in LAYOUTS:
+        raise ConfigError(
+            f"{owner}: pretrained weights need a layout for encoder {encoder!r}; set "
+            f"pretrained={{'path': ..., 'layout': ...}} with one of: {', '.join(LAYOUTS)}"
+        )
+    path = Path(value["path"]).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{owner}: pretrained weights file {str(path)!r} does not exist")
+    return str(path), layout
+
+
+def loading_at_init(cls: type, path: str, layout: str) -> type:
+    """`cls` whose `init` returns the weights converted from `path` instead of random ones
+    (leaves the layout calls fresh keep their random values) in `params` and `batch_stats`;
+    `apply` is unchanged and the variable tree is `cls`'s own."""
+
+    def load(variables):
+        if not jax.tree.leaves(variables):  # apply passes no variables out: nothing to load
+            return variables
+        return load_pretrained(path, variables, layout)
+
+    return nn.map_variables(
+        cls,
+        ("params", "batch_stats"),
+        trans_in_fn=lambda v: v,
+        trans_out_fn=load,
+        init=True,
+        mutable=False,
+    )
