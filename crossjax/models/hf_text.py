@@ -113,7 +113,7 @@ class _BertEmbeddings(nn.Module):
 
 
 class _Layers(nn.Module):
-    """`layer_<i>` (BERT's `encoder`) blocks of `block` applied in turn."""
+    """BERT's `encoder`: `layer_<i>` blocks applied in turn. (B, L, W) -> (B, L, W)."""
 
     layers: int
     num_heads: int
