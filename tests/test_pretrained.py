@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -73,8 +74,8 @@ def test_clip_towers_match_open_clip(reference):
     t_vars = pretrained.convert_state_dict(
         state, _template(tower, text, text > 0), "open_clip_text"
     )
-    _assert_close(vit.apply(v_vars, image), reference["clip_image_features"])
-    _assert_close(tower.apply(t_vars, text, text > 0), reference["clip_text_features"])
+    _assert_close(jax.jit(vit.apply)(v_vars, image), reference["clip_image_features"])
+    _assert_close(jax.jit(tower.apply)(t_vars, text, text > 0), reference["clip_text_features"])
 
 
 def test_siglip_towers_match_transformers(reference):
@@ -86,8 +87,8 @@ def test_siglip_towers_match_transformers(reference):
     state = pretrained.read_state_dict(FIXTURES / "siglip.safetensors")
     v_vars = pretrained.convert_state_dict(state, _template(vit, image), "hf_siglip_vision")
     t_vars = pretrained.convert_state_dict(state, _template(tower, text), "hf_siglip_text")
-    _assert_close(vit.apply(v_vars, image), reference["siglip_image_features"])
-    _assert_close(tower.apply(t_vars, text), reference["siglip_text_features"])
+    _assert_close(jax.jit(vit.apply)(v_vars, image), reference["siglip_image_features"])
+    _assert_close(jax.jit(tower.apply)(t_vars, text), reference["siglip_text_features"])
 
 
 @pytest.mark.parametrize(
@@ -104,13 +105,13 @@ def test_hf_text_encoders_match_transformers(reference, module, file):
     variables = pretrained.load_pretrained(
         FIXTURES / f"{file}.safetensors", _template(module, text, mask), f"hf_{file}"
     )
-    _assert_close(module.apply(variables, text, mask), reference[f"{file}_pooled"])
+    _assert_close(jax.jit(module.apply)(variables, text, mask), reference[f"{file}_pooled"])
 
 
 def test_fresh_projection_keeps_its_initial_value():
     module = GPT2TextEncoder(64, width=16, layers=2, num_heads=2, max_positions=16, features=5)
     text, mask = jnp.ones((1, 4), jnp.int32), jnp.ones((1, 4), bool)
-    init = module.init(jax.random.key(3), text, mask)
+    init = jax.jit(module.init)(jax.random.key(3), text, mask)
     state = pretrained.read_state_dict(FIXTURES / "gpt2.safetensors")
     variables = pretrained.convert_state_dict(state, init, "hf_gpt2")
     np.testing.assert_array_equal(
@@ -153,19 +154,20 @@ def test_one_line_error_names_every_missing_unexpected_and_misshaped_weight():
 
 
 def test_resnet_needs_its_batch_stats():
-    module = ResNet18(width=4, features=3)
-    image = jnp.zeros((1, 32, 32, 3))
-    variables = module.init(jax.random.key(0), image)
+    module = ResNet18(width=2, stage_sizes=(1,), features=3)
+    image = jnp.zeros((1, 16, 16, 3))
+    variables = jax.eval_shape(module.init, jax.random.key(0), image)
     with pytest.raises(ConfigError, match="batch_stats"):
-        module.apply({"params": variables["params"]}, image)
+        jax.eval_shape(module.apply, {"params": variables["params"]}, image)
 
 
 def test_resnet_train_mode_updates_statistics_unless_frozen():
-    image = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+    image = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
     for frozen in (False, True):
-        module = ResNet18(width=4, features=3, frozen_statistics=frozen)
-        variables = module.init(jax.random.key(0), image)
-        _, updates = module.apply(variables, image, train=True, mutable=["batch_stats"])
+        module = ResNet18(width=2, stage_sizes=(1,), features=3, frozen_statistics=frozen)
+        variables = jax.jit(module.init)(jax.random.key(0), image)
+        train = functools.partial(module.apply, train=True, mutable=["batch_stats"])
+        _, updates = jax.jit(train)(variables, image)
         before = variables["batch_stats"]["bn1"]["mean"]
         after = updates["batch_stats"]["bn1"]["mean"]
         assert np.array_equal(before, after) == frozen
@@ -229,14 +231,15 @@ def test_two_tower_loads_both_towers_at_init(reference):
     text = jnp.asarray(reference["clip_text"])
     batch = {"image": image, "text": text, "text_mask": text > 0}
     variables = jax.jit(model.init)(jax.random.key(0), batch)
-    outputs = model.apply(variables, batch)
+    apply = jax.jit(model.apply)
+    outputs = apply(variables, batch)
     for tower in ("image", "text"):
         want = reference[f"clip_{tower}_features"]
         want = want / np.linalg.norm(want, axis=-1, keepdims=True)
         np.testing.assert_allclose(outputs[f"emb/{tower}"], want, atol=TOLERANCE)
     # apply uses the variables it is given, not the file
     zeroed = jax.tree.map(jnp.zeros_like, variables)
-    assert not np.any(model.apply(zeroed, batch)["emb/image"])
+    assert not np.any(apply(zeroed, batch)["emb/image"])
 
 
 def test_pretrained_setting_errors_are_one_line(tmp_path):
@@ -247,4 +250,4 @@ def test_pretrained_setting_errors_are_one_line(tmp_path):
     wrong = _clip_two_tower({"pretrained": str(FIXTURES / "clip.safetensors"), "layers": 1})
     batch = {"image": jnp.zeros((1, 32, 32, 3)), "text": jnp.ones((1, 12), jnp.int32)}
     with pytest.raises(ConfigError, match=r"unexpected \(12\): visual.transformer.resblocks.1"):
-        wrong.init(jax.random.key(0), batch)
+        jax.eval_shape(wrong.init, jax.random.key(0), batch)
