@@ -62,20 +62,26 @@ def test_resnet_matches_torchvision(reference, module, file):
     _assert_close(logits, reference[f"{file.split('.')[0]}_logits"])
 
 
-def test_clip_towers_match_open_clip(reference):
+@pytest.mark.parametrize(
+    "file, fields",
+    [
+        ("clip", dict(width=16, layers=2, num_heads=2, features=16, quick_gelu=False)),
+        ("quick_clip", dict(width=8, layers=1, num_heads=2, features=8, quick_gelu=True)),
+    ],
+)
+def test_clip_towers_match_open_clip(reference, file, fields):
     image = jnp.asarray(reference["clip_image"], jnp.float32)
     text = jnp.asarray(reference["clip_text"])
-    vit = CLIPVisionTransformer(patch_size=8, width=16, layers=2, num_heads=2, features=16)
-    tower = CLIPTextTransformer(
-        vocab_size=64, context_length=12, width=16, layers=2, num_heads=2, features=16
-    )
-    state = pretrained.read_state_dict(FIXTURES / "clip.safetensors")
+    vit = CLIPVisionTransformer(patch_size=16 if fields["quick_gelu"] else 8, **fields)
+    tower = CLIPTextTransformer(vocab_size=64, context_length=12, **fields)
+    name = "clip_quickgelu" if file == "quick_clip" else "clip"
+    state = pretrained.read_state_dict(FIXTURES / f"{name}.safetensors")
     v_vars = pretrained.convert_state_dict(state, _template(vit, image), "open_clip_visual")
     t_vars = pretrained.convert_state_dict(
         state, _template(tower, text, text > 0), "open_clip_text"
     )
-    _assert_close(jax.jit(vit.apply)(v_vars, image), reference["clip_image_features"])
-    _assert_close(jax.jit(tower.apply)(t_vars, text, text > 0), reference["clip_text_features"])
+    _assert_close(jax.jit(vit.apply)(v_vars, image), reference[f"{file}_image_features"])
+    _assert_close(jax.jit(tower.apply)(t_vars, text, text > 0), reference[f"{file}_text_features"])
 
 
 def test_siglip_towers_match_transformers(reference):
