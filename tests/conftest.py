@@ -1,7 +1,10 @@
-"""Test session set-up: 8 fake CPU devices so sharding is exercised on one machine, and
-one shared data directory so the tiny embedded datasets are generated once per session."""
+"""Test session set-up: 8 fake CPU devices so sharding is exercised on one machine, one
+shared data directory so the tiny embedded datasets are generated once per session, and
+one XLA compilation cache per test worker so a program compiled by one test (the tiny
+configs' train and eval steps) is not compiled again by the next."""
 
 import os
+import shutil
 import tempfile
 
 # Must run before anything imports jax.
@@ -9,6 +12,15 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CROSSJAX_DATA_DIR", tempfile.mkdtemp(prefix="crossjax-test-data-"))
+# Compiling dominates the suite's time; the cache starts empty each session (a fresh clone's
+# `make test` pays every first compilation) and subprocesses of the tests inherit it. One
+# folder per xdist worker: JAX writes entries without a lock, so two workers sharing one
+# could read an entry the other is half-way through writing.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+_XLA_CACHE = tempfile.mkdtemp(prefix=f"crossjax-test-xla-{_worker}-")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import pytest  # noqa: E402
 
@@ -18,3 +30,7 @@ def _quiet_tfds():
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_XLA_CACHE, ignore_errors=True)

@@ -137,13 +137,14 @@ def test_accumulated_batch_level_gradient_equals_the_full_batch(
     state = full.init()
     batch = next(iter(data.global_train_batches(mesh)))
     step = state.step
-    loss, metrics, grads = jax.jit(full._grads)(state.params, batch, step)
+    full_grads = jax.jit(full._grads)  # one compilation for the batch and its permutation
+    loss, metrics, grads = full_grads(state.params, batch, step)
     loss_k, metrics_k, grads_k = jax.jit(accumulated._grads)(state.params, batch, step)
     # Equal up to float32 summation order: the full batch's own gradient, computed on the
     # same rows permuted, moves by as much (~1e-5 of the gradient's norm).
     permutation = np.random.default_rng(0).permutation(base_batch_size(batch))
     permuted = jax.tree.map(lambda x: x[permutation], batch)
-    _, _, grads_p = jax.jit(full._grads)(state.params, permuted, step)
+    _, _, grads_p = full_grads(state.params, permuted, step)
     noise = _relative_error(grads_p, grads)
     assert _relative_error(grads_k, grads) <= max(1e-5, 2 * noise)
     chex.assert_trees_all_close(grads_k, grads, atol=1e-4, rtol=1e-4)
@@ -204,8 +205,9 @@ def test_accumulated_per_example_gradient_with_partial_masks_equals_the_full_bat
     labelled = np.zeros(16, bool)
     labelled[[0, 2, 4, 1]] = True  # micro-batch 0 (even rows): 3 labelled, micro 1: 1
     batch["present/label"] = jnp.asarray(labelled)
-    loss, _, grads = full._grads(state.params, batch, state.step)
-    loss_k, _, grads_k = accumulated._grads(state.params, batch, state.step)
+    # jitted as the trainer runs them (eager, the two passes took seconds each)
+    loss, _, grads = jax.jit(full._grads)(state.params, batch, state.step)
+    loss_k, _, grads_k = jax.jit(accumulated._grads)(state.params, batch, state.step)
     assert _relative_error(grads_k, grads) < 1e-5
     chex.assert_trees_all_close(loss_k, loss, rtol=1e-6)
 
