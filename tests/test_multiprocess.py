@@ -17,11 +17,15 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-    return dict(
+    env = dict(
         os.environ,
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
         JAX_PLATFORMS="cpu",
     )
+    # Two processes compile the same programs at once: JAX writes cache entries without a
+    # lock, so one could read the other's half-written entry. No shared cache here.
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    return env
 
 
 def _last_json(text: str) -> dict:
