@@ -15,7 +15,6 @@ classifier trained on that variant; e.g. `:clean_missing`, `:tiny_missing`.
 `multimodal_vae_config` holds what the MVAE, MMVAE and MoPoE configs share.
 """
 
-
 import ml_collections
 
 from configs.common import (
