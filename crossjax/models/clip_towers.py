@@ -120,9 +120,19 @@ class Transformer(nn.Module):
         return x
 
 
-def _check_heads(width: int, heads: int) -> None:
+def check_heads(width: int, heads: int) -> None:
+    """ValueError unless `heads` attention heads divide `width` (shared by the towers)."""
     if heads < 1 or width % heads:
         raise ValueError(f"width={width} is not divisible by num_heads={heads}")
+
+
+def check_patches(input_shape: Sequence[int], patch_size: int) -> None:
+    """ValueError unless the image is (H, W, C) with H, W multiples of `patch_size`."""
+    if len(input_shape) != 3 or input_shape[0] % patch_size or input_shape[1] % patch_size:
+        raise ValueError(
+            f"image {tuple(input_shape)} is not (H, W, C) with H and W multiples of "
+            f"patch_size={patch_size}"
+        )
 
 
 @IMAGE_ENCODERS.register("open_clip_vit")
@@ -140,16 +150,8 @@ class CLIPVisionTransformer(nn.Module):
 
     def check(self, input_shape: Sequence[int]) -> None:
         """ValueError unless the image is (H, W, C) with H, W multiples of patch_size."""
-        _check_heads(self.width, self.num_heads)
-        if (
-            len(input_shape) != 3
-            or input_shape[0] % self.patch_size
-            or input_shape[1] % (self.patch_size)
-        ):
-            raise ValueError(
-                f"image {tuple(input_shape)} is not (H, W, C) with H and W multiples of "
-                f"patch_size={self.patch_size}"
-            )
+        check_heads(self.width, self.num_heads)
+        check_patches(input_shape, self.patch_size)
 
     @nn.compact
     def __call__(self, image: jax.Array, *, train: bool = False) -> jax.Array:
@@ -199,7 +201,7 @@ class CLIPTextTransformer(nn.Module):
 
     def check(self, input_shape: Sequence[int]) -> None:
         """ValueError unless heads divide the width and L <= context_length."""
-        _check_heads(self.width, self.num_heads)
+        check_heads(self.width, self.num_heads)
         if input_shape[0] > self.context_length:
             raise ValueError(
                 f"text length {input_shape[0]} exceeds context_length={self.context_length}"

@@ -23,13 +23,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from crossjax.models.clip_towers import multi_head_attention
+from crossjax.models.clip_towers import check_heads, multi_head_attention
 from crossjax.models.encoders import TEXT_ENCODERS
 
 
 def _check(width: int, heads: int, length: int, max_positions: int) -> None:
-    if heads < 1 or width % heads:
-        raise ValueError(f"width={width} is not divisible by num_heads={heads}")
+    check_heads(width, heads)
     if length > max_positions:
         raise ValueError(f"text length {length} exceeds max_positions={max_positions}")
 

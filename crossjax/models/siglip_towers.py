@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from crossjax.models.clip_towers import multi_head_attention
+from crossjax.models.clip_towers import check_heads, check_patches, multi_head_attention
 from crossjax.models.encoders import IMAGE_ENCODERS, TEXT_ENCODERS
 
 _EPS = 1e-6
@@ -143,11 +143,6 @@ class _VisionEmbeddings(nn.Module):
         return x + positions(jnp.arange(x.shape[1]))
 
 
-def _check(width: int, heads: int) -> None:
-    if heads < 1 or width % heads:
-        raise ValueError(f"width={width} is not divisible by num_heads={heads}")
-
-
 @IMAGE_ENCODERS.register("siglip_vit")
 class SiglipVisionTransformer(nn.Module):
     """HF `SiglipVisionModel` pooled output: image (B, H, W, C) -> (B, features)."""
@@ -162,16 +157,8 @@ class SiglipVisionTransformer(nn.Module):
 
     def check(self, input_shape: Sequence[int]) -> None:
         """ValueError unless heads divide the width and patches tile the image."""
-        _check(self.width, self.num_heads)
-        if (
-            len(input_shape) != 3
-            or input_shape[0] % self.patch_size
-            or input_shape[1] % (self.patch_size)
-        ):
-            raise ValueError(
-                f"image {tuple(input_shape)} is not (H, W, C) with H and W multiples of "
-                f"patch_size={self.patch_size}"
-            )
+        check_heads(self.width, self.num_heads)
+        check_patches(input_shape, self.patch_size)
 
     @nn.compact
     def __call__(self, image: jax.Array, *, train: bool = False) -> jax.Array:
@@ -216,7 +203,7 @@ class SiglipTextTransformer(nn.Module):
 
     def check(self, input_shape: Sequence[int]) -> None:
         """ValueError unless heads divide the width and L <= max_positions."""
-        _check(self.width, self.num_heads)
+        check_heads(self.width, self.num_heads)
         if input_shape[0] > self.max_positions:
             raise ValueError(
                 f"text length {input_shape[0]} exceeds max_positions={self.max_positions}"
