@@ -126,6 +126,14 @@ def check_heads(width: int, heads: int) -> None:
         raise ValueError(f"width={width} is not divisible by num_heads={heads}")
 
 
+def check_text(width: int, heads: int, length: int, limit: int, limit_name: str) -> None:
+    """ValueError unless heads divide the width and the text length L <= the position
+    table's size (`limit_name`=`limit`, e.g. context_length=77)."""
+    check_heads(width, heads)
+    if length > limit:
+        raise ValueError(f"text length {length} exceeds {limit_name}={limit}")
+
+
 def check_patches(input_shape: Sequence[int], patch_size: int) -> None:
     """ValueError unless the image is (H, W, C) with H, W multiples of `patch_size`."""
     if len(input_shape) != 3 or input_shape[0] % patch_size or input_shape[1] % patch_size:
@@ -201,11 +209,9 @@ class CLIPTextTransformer(nn.Module):
 
     def check(self, input_shape: Sequence[int]) -> None:
         """ValueError unless heads divide the width and L <= context_length."""
-        check_heads(self.width, self.num_heads)
-        if input_shape[0] > self.context_length:
-            raise ValueError(
-                f"text length {input_shape[0]} exceeds context_length={self.context_length}"
-            )
+        check_text(
+            self.width, self.num_heads, input_shape[0], self.context_length, "context_length"
+        )
 
     @nn.compact
     def __call__(

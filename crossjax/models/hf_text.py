@@ -23,14 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from crossjax.models.clip_towers import check_heads, multi_head_attention
+from crossjax.models.clip_towers import check_text, multi_head_attention
 from crossjax.models.encoders import TEXT_ENCODERS
-
-
-def _check(width: int, heads: int, length: int, max_positions: int) -> None:
-    check_heads(width, heads)
-    if length > max_positions:
-        raise ValueError(f"text length {length} exceeds max_positions={max_positions}")
 
 
 class _BertSelfAttention(nn.Module):
@@ -145,7 +139,7 @@ class BertTextEncoder(nn.Module):
 
     def check(self, input_shape: Sequence[int]) -> None:
         """ValueError unless heads divide the width and L <= max_positions."""
-        _check(self.width, self.num_heads, input_shape[0], self.max_positions)
+        check_text(self.width, self.num_heads, input_shape[0], self.max_positions, "max_positions")
 
     @nn.compact
     def __call__(self, text: jax.Array, text_mask: jax.Array, *, train: bool = False) -> jax.Array:
@@ -215,7 +209,7 @@ class GPT2TextEncoder(nn.Module):
 
     def check(self, input_shape: Sequence[int]) -> None:
         """ValueError unless heads divide the width and L <= max_positions."""
-        _check(self.width, self.num_heads, input_shape[0], self.max_positions)
+        check_text(self.width, self.num_heads, input_shape[0], self.max_positions, "max_positions")
 
     @nn.compact
     def __call__(self, text: jax.Array, text_mask: jax.Array, *, train: bool = False) -> jax.Array:

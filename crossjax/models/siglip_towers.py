@@ -24,7 +24,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from crossjax.models.clip_towers import check_heads, check_patches, multi_head_attention
+from crossjax.models.clip_towers import (
+    check_heads,
+    check_patches,
+    check_text,
+    multi_head_attention,
+)
 from crossjax.models.encoders import IMAGE_ENCODERS, TEXT_ENCODERS
 
 _EPS = 1e-6
@@ -203,11 +208,7 @@ class SiglipTextTransformer(nn.Module):
 
     def check(self, input_shape: Sequence[int]) -> None:
         """ValueError unless heads divide the width and L <= max_positions."""
-        check_heads(self.width, self.num_heads)
-        if input_shape[0] > self.max_positions:
-            raise ValueError(
-                f"text length {input_shape[0]} exceeds max_positions={self.max_positions}"
-            )
+        check_text(self.width, self.num_heads, input_shape[0], self.max_positions, "max_positions")
 
     @nn.compact
     def __call__(
