@@ -84,9 +84,10 @@ def base_config() -> ml_collections.ConfigDict:
             "cache": "auto",  # keep preprocessed splits in memory: auto (if small) | always | never
             "cache_max_mb": 2048,  # the size limit of cache="auto"
             "device_cache": True,  # keep a cached training split on the devices (1 process)
-            # For name="files": where your files are and how to read them (converted once
-            # into data_dir/crossjax_files/<format>_<name>_<hash>; a changed file or option
-            # converts again).
+            # Your own files: used when name="files" or when `path` is set (then a catalog
+            # config such as configs/mnist.py reads a local copy instead of TFDS). Converted
+            # once into data_dir/crossjax_files/<format>_<name>_<hash>; a changed file or
+            # option converts again.
             "source": {
                 "format": "",  # manifest | coco | idx | image_folder
                 "path": "",  # manifest (.jsonl/.csv), COCO json, idx folder, image folder

@@ -102,6 +102,15 @@ def feature_map(name: str, overrides: Any, keys: tuple[str, ...]) -> dict[str, s
     return features
 
 
+def reads_local_files(data_config: Any) -> bool:
+    """True when the dataset comes from the user's files: `data.name` is "files", or
+    `data.source.path` is set. The one field that chooses: a catalog config such as
+    configs/mnist.py reads TFDS's `mnist` by name, or the same data from a local copy
+    (`--config.data.source.path=/data/mnist`, format from `data.source.format`)."""
+    source = data_config.get("source", None) or {}
+    return base_name(data_config.name) == FILES_DATASET or bool(source.get("path", ""))
+
+
 def default_validation_group(name: str) -> str | None:
     return DATASET_DEFAULTS.get(base_name(name), {}).get("validation_group")
 

@@ -36,7 +36,6 @@ from crossjax.data.batches import (
 )
 from crossjax.data.catalog import (
     DATASET_DEFAULTS,  # noqa: F401 - re-exported: the tables live in catalog
-    FILES_DATASET,
     MODALITIES,
     is_image_key,
     read_feature,
@@ -94,7 +93,7 @@ class DataPipeline:
         }
         splits = list(dict.fromkeys(self.split_names.values()))
         data_dir = config.data_dir or None
-        if catalog.base_name(config.name) == FILES_DATASET:
+        if catalog.reads_local_files(config):
             from crossjax.data.files import load_files_sources  # local: Pillow, wave, ...
 
             self.sources, self.info = load_files_sources(
