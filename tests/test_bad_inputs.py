@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ml_collections
 import pytest
+from conftest import xla_flags
 
 from configs import digits_fusion
 from crossjax import cli, runs
@@ -252,7 +253,7 @@ def test_a_live_run_on_the_workdir_is_refused(finished, capfd):
 
 
 def _script(*args: str, timeout: int = 300, **env_vars: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", **env_vars)
+    env = dict(os.environ, XLA_FLAGS=xla_flags(2), **env_vars)
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from conftest import xla_flags
 
 from crossjax.models.fusion_methods import FUSIONS
 
@@ -17,7 +18,7 @@ TINY = "configs/digits_fusion.py:tiny"
 
 
 def _run(script, *args):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(2))
     proc = subprocess.run(
         [sys.executable, f"scripts/{script}.py", *args],
         cwd=ROOT,
@@ -122,7 +123,7 @@ def test_help_flags_work_on_every_script(script, flag):
 
 
 def test_sigterm_exits_75_with_its_checkpoint_saved(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(2))
     args = [f"--config={TINY}", f"--workdir={tmp_path}", "--config.num_train_steps=100000"]
     proc = subprocess.Popen(
         [sys.executable, "scripts/train.py", *args],

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+from conftest import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--config=configs/digits_fusion.py:tiny", "--config.model.dropout=0.0"]
 
@@ -19,7 +21,7 @@ def _free_port() -> int:
 def _env(devices: int) -> dict:
     env = dict(
         os.environ,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=xla_flags(devices),
         JAX_PLATFORMS="cpu",
     )
     # Two processes compile the same programs at once: JAX writes cache entries without a
