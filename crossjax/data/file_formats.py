@@ -105,12 +105,13 @@ def row_problem(row: Row) -> str:
     if row.bad:
         return row.bad
     if isinstance(row.image, str):
+        name = os.path.basename(row.image)
         if not os.path.exists(row.image):
-            return f"missing file {row.image}"
+            return f"missing file {name}"
         try:
             image_size_of(row.image)
         except Exception as e:  # noqa: BLE001 - Pillow raises many kinds
-            return f"cannot decode image {row.image} ({type(e).__name__})"
+            return f"cannot decode image {name} ({type(e).__name__})"
     if row.audio:
         return wav_problem(row.audio)
     return ""
@@ -152,8 +153,9 @@ def split_rows(table: Table) -> dict[str, list[Row]]:
         if splits[split]:
             continue
         if not usable or table.row_splits is not None and split in table.row_splits:
+            which = f"the {split} split of " if usable else ""
             raise CrossjaxError(
-                f"every row of the {split} split of {table.what} is bad ({named(table.bad_rows)})"
+                f"every row of {which}{table.what} is bad ({named(table.bad_rows)})"
             )
         raise CrossjaxError(
             f"{table.what} has no {split} rows; add some (or raise data.source.test_fraction)"

@@ -14,6 +14,7 @@ reproducible and survives resumption.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -40,7 +41,7 @@ from crossjax.data.catalog import (
     is_image_key,
     read_feature,
 )
-from crossjax.data.imaging import IMAGE_MODES
+from crossjax.data.imaging import IMAGE_MODES, channels_of
 from crossjax.data.preprocess import Preprocessor, collate
 from crossjax.data.rows import (
     SplitRows,
@@ -52,6 +53,8 @@ from crossjax.data.spec import DataSpec
 from crossjax.data.text import Vocabulary
 from crossjax.data.tfds_source import default_data_dir, load_split_sources
 from crossjax.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DataPipeline", "Preprocessor", "collate", "default_data_dir", "load_split_sources"]
 
@@ -306,10 +309,20 @@ class DataPipeline:
         return vocab
 
     def _check_fixed_shapes(self) -> None:
-        """Varying image sizes need data.image_size; varying audio lengths data.audio_length."""
+        """Varying image sizes need data.image_size; varying audio lengths data.audio_length.
+        Logs one line where data.image_size / image_mode resize or recolour fixed-size images."""
         for key in self.modalities:
             feature = catalog.find_feature(self.info.features, self.features[key])
             shape = tuple(getattr(feature, "shape", ()) or ())
+            if is_image_key(key) and len(shape) == 3 and None not in shape:
+                mode, size = self.preprocess.image_mode, self.preprocess.image_size
+                fitted = (*(size or shape[:2]), channels_of(mode) if mode else shape[2])
+                if fitted != shape:
+                    log.info(
+                        "data.image_size/image_mode fit %s's %dx%dx%d %s to %dx%dx%d (set them "
+                        "to () and '' to keep the dataset's own)",
+                        self.config.name, *shape, key, *fitted,
+                    )  # fmt: skip
             if is_image_key(key) and None in shape[:2] and not self.preprocess.image_size:
                 raise ConfigError(
                     f"dataset {self.config.name!r} has {key} of varying size; set "
