@@ -190,3 +190,34 @@ def test_a_catalog_config_that_resizes_says_so_once(caplog):
         DataPipeline(data, batch_size=8, seed=0, vocab_path=None)
     (line,) = _fit_lines(caplog)
     assert "mnist's 28x28x1 image to 32x32x3" in line
+
+
+# -- a recipe for every task on your own files ---------------------------------------------------
+@pytest.fixture(scope="module")
+def recipe_sources(tmp_path_factory, audio_folder):
+    root = tmp_path_factory.mktemp("recipes")
+    return {"idx": write_idx(root / "idx"), "coco": write_coco(root / "coco"),
+            "audio_folder": audio_folder}  # fmt: skip
+
+
+RECIPES = {  # config[:variant] -> (source, metric the run must report)
+    "files_vae": ("idx", "neg_elbo"),
+    "files_clip": ("coco", "retrieval/i2t_r1"),
+    "files_clip:siglip_tiny": ("coco", "retrieval/i2t_r1"),
+    "files_captioner": ("coco", "captioning/bleu4_beam"),
+    "files_audio_folder": ("audio_folder", "accuracy"),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_files_recipes_train_on_their_source_path_alone(recipe, recipe_sources, tmp_path):
+    name, _, variant = recipe.partition(":")
+    fmt, metric = RECIPES[recipe]
+    config = _few_steps(importlib.import_module(f"configs.{name}").get_config(variant or "tiny"))
+    config.data.source.path = str(recipe_sources[fmt])
+    if fmt == "coco":
+        config.data.source.images = str(recipe_sources[fmt].parent / "images")
+    config.data.data_dir = str(tmp_path / "data")
+    metrics = train_lib.train_and_evaluate(config, str(tmp_path / "run"))["test"]
+    assert metrics["num_examples"] > 0 and np.isfinite(metrics["loss"])
+    assert any(k == metric or k.endswith(metric) for k in metrics), sorted(metrics)
