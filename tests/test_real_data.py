@@ -407,7 +407,8 @@ def test_source_errors_name_the_problem(tmp_path, sources):
     data = _data("files")
     data.source.format = "parquet"
     with pytest.raises(
-        ConfigError, match="format=.parquet.; valid: manifest, coco, idx, image_folder, audio_folder"
+        ConfigError,
+        match="format=.parquet.; valid: manifest, coco, idx, image_folder, audio_folder",
     ):
         DataPipeline(data, batch_size=8, seed=0, vocab_path=None)
     data.source.format, data.source.path = "manifest", str(tmp_path / "nope.jsonl")

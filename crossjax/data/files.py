@@ -5,7 +5,7 @@ A config names the source (see `crossjax.config.base_config().data.source` and
 docs/train_on_your_data.md):
 
     config.data.name = "files"
-    config.data.source.format = "manifest"  # | "coco" | "idx" | "image_folder"
+    config.data.source.format = "manifest"  # | "coco" | "idx" | "image_folder" | "audio_folder"
     config.data.source.path = "/data/pets/manifest.jsonl"
 
 The converted dataset lives in `<data_dir>/crossjax_files/<format>_<name>_<hash>/`, where
@@ -15,12 +15,13 @@ changed file or option converts again and an unchanged one is reused.
 
 Converted features: `image` (H, W, C) uint8 (decoded with Pillow, resized on the shorter
 side and centre-cropped to `data.image_size`, default the first image's size, in
-`data.image_mode`), `text` (one caption: Text; several: Sequence of Text), `audio` (T,)
+`data.image_mode`, default the source's own: see `source_image_shape`), `text` (one caption: Text; several: Sequence of Text), `audio` (T,)
 int16 (mono 16-bit PCM WAV read with `wave`; the sample rate goes to the dataset metadata,
 every file must share the first file's), `label` (ClassLabel), `origin` (row or path).
-Bad rows (missing file, undecodable image or WAV, empty caption, no label) are skipped
-and reported in ONE warning of logger "crossjax.data.files"; a split with no usable row
-is a CrossjaxError.
+Bad rows (missing file, undecodable image, unreadable or truncated WAV, empty caption,
+no label, a label outside data.source.num_classes) are skipped and reported in ONE
+warning of logger "crossjax.data.files" (COCO: images and captions counted apart); a
+split with no usable row is a CrossjaxError.
 """
 
 from __future__ import annotations
