@@ -15,7 +15,7 @@ from crossjax import cli
 from crossjax import train as train_lib
 from crossjax.data import folder_formats
 from crossjax.data.pipeline import DataPipeline
-from crossjax.errors import CrossjaxError
+from crossjax.errors import ConfigError, CrossjaxError
 from tests.test_real_data import (
     MOCK,
     _data,
@@ -221,3 +221,10 @@ def test_files_recipes_train_on_their_source_path_alone(recipe, recipe_sources, 
     metrics = train_lib.train_and_evaluate(config, str(tmp_path / "run"))["test"]
     assert metrics["num_examples"] > 0 and np.isfinite(metrics["loss"])
     assert any(k == metric or k.endswith(metric) for k in metrics), sorted(metrics)
+
+
+def test_source_splits_must_name_two_splits(audio_folder):
+    data = _files_data("audio_folder", audio_folder, audio_folder.parent, ("audio",))
+    data.source.splits = ("train",)
+    with pytest.raises(ConfigError, match=r"data.source.splits=\('train',\); valid: \(train"):
+        DataPipeline(data, batch_size=8, seed=0, vocab_path=None)

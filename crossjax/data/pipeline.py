@@ -92,6 +92,11 @@ class DataPipeline:
         train, test = config.train_split, config.test_split
         local_splits = tuple((config.get("source", None) or {}).get("splits", ()) or ())
         if catalog.reads_local_files(config) and local_splits:
+            if len(local_splits) != 2 or not all(isinstance(n, str) and n for n in local_splits):
+                raise ConfigError(
+                    f"data.source.splits={local_splits!r}; valid: (train split, test split) "
+                    "names of the converted source, e.g. ('train', 'test'), or ()"
+                )
             train, test = local_splits  # data.source.splits: the local copy's own
         self.split_names = {"train": train, "validation": validation or train, "test": test}
         splits = list(dict.fromkeys(self.split_names.values()))
