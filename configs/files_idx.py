@@ -3,13 +3,23 @@
 
 MNIST-format idx files (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`
 and the `t10k-` pair, as distributed for MNIST, Fashion-MNIST, KMNIST, ...) converted
-once into the data_dir, no TensorFlow needed: the fusion classifier on `image` (grey,
-native size) predicting `label`. See docs/train_on_your_data.md.
+once into the data_dir, no TensorFlow needed: the fusion classifier on `image` (the
+source's own size and grey mode) predicting `label`, with a three-layer CNN
+(32-64-128 channels). Labels must be < 10 (`data.source.num_classes`; others are bad
+rows; set 0 to infer the classes, e.g. for EMNIST). See docs/train_on_your_data.md.
 Tiny (8 steps): `--config configs/files_idx.py:tiny`.
 """
 
+from configs.common import is_tiny
 from configs.files_manifest import files_classifier
 
 
 def get_config(variant: str | None = None):
-    return files_classifier("idx", ("image",), variant)
+    config = files_classifier("idx", ("image",), variant)
+    config.data.source.num_classes = 10
+    if not is_tiny(variant):
+        # A third conv layer (probe on real MNIST, 120 steps of 128, first 2,000 test
+        # digits, 2-core CPU): test accuracy 0.72 vs 0.36 for (32, 64), at 6.7 vs 14.4
+        # steps/s, so the 3,000 default steps take about 7.5 minutes.
+        config.model.encoder_kwargs = {"image": {"channels": (32, 64, 128)}}
+    return config

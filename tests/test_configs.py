@@ -30,13 +30,16 @@ VARIANTS = {
     "shapes_mvae": [*TINY, "missing"],
     "shapes_clip": [*TINY, "transformer", "transformer_tiny", "siglip", "siglip_transformer_tiny"],
     "digits_vae": [*TINY, "iwae", "iwae_tiny"],
+    "files_vae": [*TINY, "iwae", "iwae_tiny"],
+    "files_clip": [*TINY, "siglip", "siglip_tiny"],
     **{
         name: TINY
         for name in (
             "digits_clip", "digits_text_seq_ae",
             "shapes_captioner", "mnist", "fashion_mnist", "svhn", "cifar10", "coco_captions",
             "spoken_digit", "mnist_svhn", "av_mnist", "polymnist", "files_manifest",
-            "files_coco", "files_idx", "files_image_folder",
+            "files_coco", "files_idx", "files_image_folder", "files_captioner",
+            "files_audio_folder",
         )
     },
 }  # fmt: skip

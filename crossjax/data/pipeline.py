@@ -14,6 +14,7 @@ reproducible and survives resumption.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -40,7 +41,7 @@ from crossjax.data.catalog import (
     is_image_key,
     read_feature,
 )
-from crossjax.data.imaging import IMAGE_MODES
+from crossjax.data.imaging import IMAGE_MODES, channels_of
 from crossjax.data.preprocess import Preprocessor, collate
 from crossjax.data.rows import (
     SplitRows,
@@ -52,6 +53,8 @@ from crossjax.data.spec import DataSpec
 from crossjax.data.text import Vocabulary
 from crossjax.data.tfds_source import default_data_dir, load_split_sources
 from crossjax.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DataPipeline", "Preprocessor", "collate", "default_data_dir", "load_split_sources"]
 
@@ -86,11 +89,16 @@ class DataPipeline:
                 f"data.validation_split={validation!r} is the training split; name a split "
                 "the dataset keeps apart, or None to hold out data.validation_fraction of it"
             )
-        self.split_names = {
-            "train": config.train_split,
-            "validation": validation or config.train_split,
-            "test": config.test_split,
-        }
+        train, test = config.train_split, config.test_split
+        local_splits = tuple((config.get("source", None) or {}).get("splits", ()) or ())
+        if catalog.reads_local_files(config) and local_splits:
+            if len(local_splits) != 2 or not all(isinstance(n, str) and n for n in local_splits):
+                raise ConfigError(
+                    f"data.source.splits={local_splits!r}; valid: (train split, test split) "
+                    "names of the converted source, e.g. ('train', 'test'), or ()"
+                )
+            train, test = local_splits  # data.source.splits: the local copy's own
+        self.split_names = {"train": train, "validation": validation or train, "test": test}
         splits = list(dict.fromkeys(self.split_names.values()))
         data_dir = config.data_dir or None
         if catalog.reads_local_files(config):
@@ -158,7 +166,7 @@ class DataPipeline:
         example once)."""
         if not path:
             return None
-        source = self.sources[self.config.train_split]
+        source = self.sources[self.split_names["train"]]
         try:
             values = np.asarray(
                 [np.asarray(read_feature(source[i], path)) for i in range(len(source))]
@@ -294,7 +302,7 @@ class DataPipeline:
     def _vocabulary(self, vocab_path) -> Vocabulary:
         if vocab_path is not None and os.path.exists(vocab_path):
             return Vocabulary.load(vocab_path)
-        source = self.sources[self.config.train_split]
+        source = self.sources[self.split_names["train"]]
         preprocess = Preprocessor(self.features, ("text",), None, 0, 0)
         vocab = Vocabulary.build(  # from the examples trained on: none held out
             (c for i in self.row_indices["train"] for c in preprocess.captions_of(source[int(i)])),
@@ -306,10 +314,20 @@ class DataPipeline:
         return vocab
 
     def _check_fixed_shapes(self) -> None:
-        """Varying image sizes need data.image_size; varying audio lengths data.audio_length."""
+        """Varying image sizes need data.image_size; varying audio lengths data.audio_length.
+        Logs one line where data.image_size / image_mode resize or recolour fixed-size images."""
         for key in self.modalities:
             feature = catalog.find_feature(self.info.features, self.features[key])
             shape = tuple(getattr(feature, "shape", ()) or ())
+            if is_image_key(key) and len(shape) == 3 and None not in shape:
+                mode, size = self.preprocess.image_mode, self.preprocess.image_size
+                fitted = (*(size or shape[:2]), channels_of(mode) if mode else shape[2])
+                if fitted != shape:
+                    log.info(
+                        "data.image_size/image_mode fit %s's %dx%dx%d %s to %dx%dx%d (set them "
+                        "to () and '' to keep the dataset's own)",
+                        self.config.name, *shape, key, *fitted,
+                    )  # fmt: skip
             if is_image_key(key) and None in shape[:2] and not self.preprocess.image_size:
                 raise ConfigError(
                     f"dataset {self.config.name!r} has {key} of varying size; set "
@@ -324,7 +342,7 @@ class DataPipeline:
     def _spec(self) -> DataSpec:
         self._check_fixed_shapes()
         example = self.preprocess(
-            self.sources[self.config.train_split][int(self.row_indices["train"][0])]
+            self.sources[self.split_names["train"]][int(self.row_indices["train"][0])]
         )
         num_classes = None
         if "label" in self.features:
