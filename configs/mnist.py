@@ -3,8 +3,14 @@
 MNIST from the TFDS catalog (`mnist`: 28x28 grey digits, 60k train / 10k test) with the
 fusion classifier on `image` (CNN encoder). Preparing mnist once needs TensorFlow
 (`pip install 'crossjax[tf]'`), or point `--config.data.data_dir` at a copy prepared
-elsewhere with file_format='array_record'. Tiny variant (8 steps on the first 512 train
-and 256 test digits): `--config configs/mnist.py:tiny`.
+elsewhere with file_format='array_record'. Or read your local copy of the four idx files
+(no TensorFlow, no network), converted once into the data_dir:
+
+    python scripts/train.py --config configs/mnist.py --workdir runs/mnist \
+        --config.data.source.path=/path/to/mnist_idx_folder
+
+Tiny variant (8 steps on the first 512 train and 256 test digits):
+`--config configs/mnist.py:tiny`.
 
 Also home of `catalog_classifier`, which the other catalog configs share.
 """
@@ -40,5 +46,12 @@ def catalog_classifier(
     return config
 
 
+def local_idx(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` reading a local folder of 10-class idx files when data.source.path is set."""
+    config.data.source.format = "idx"
+    config.data.source.num_classes = 10
+    return config
+
+
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    return catalog_classifier("mnist", ("image",), variant)
+    return local_idx(catalog_classifier("mnist", ("image",), variant))

@@ -89,13 +89,28 @@ def base_config() -> ml_collections.ConfigDict:
             # once into data_dir/crossjax_files/<format>_<name>_<hash>; a changed file or
             # option converts again.
             "source": {
-                "format": "",  # manifest | coco | idx | image_folder
-                "path": "",  # manifest (.jsonl/.csv), COCO json, idx folder, image folder
+                "format": "",  # manifest | coco | idx | image_folder | audio_folder
+                # manifest (.jsonl/.csv), COCO json, idx folder, image folder, audio folder
+                "path": "",
                 "images": "",  # coco: image folder ("": the annotation file's folder)
                 "test_path": "",  # coco: annotations of the test split ("": split off)
                 "test_images": "",  # coco: image folder of test_path ("": its folder)
                 "test_fraction": 0.1,  # held out for "test" when the source has no split
                 "split_seed": 0,  # seeds that hold-out (fixed across training seeds)
+                # audio_folder: a regex with a group named `label`, searched in each file
+                # name; "": the part before the first "_" ("7_jackson_32.wav" -> "7"), or
+                # the class sub-folder when the WAVs sit in two or more sub-folders.
+                "label_pattern": "",
+                # audio_folder: files whose name matches this regex are the test split
+                # (FSDD: r"_[0-4]\.wav$"); "": a seeded test_fraction hold-out.
+                "test_pattern": "",
+                # Integer labels must be < num_classes (others are bad rows, e.g. idx label
+                # 255 of a 10-class set); 0 infers the classes from the labels.
+                "num_classes": 0,
+                # (train, test) split names used instead of data.train_split / test_split
+                # when reading local files (a converted source has "train" and "test"; a
+                # catalog config may slice its own splits differently); () keeps those.
+                "splits": (),
             },
             "num_threads": 2,  # Grain read threads
             "prefetch": 4,  # batches prefetched by Grain

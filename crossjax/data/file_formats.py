@@ -1,6 +1,6 @@
-"""Reading the user's sources into rows per split, before any decoding.
+r"""Reading the user's sources into rows per split, before any decoding.
 
-Four formats (see docs/train_on_your_data.md for layouts):
+Five formats (see docs/train_on_your_data.md for layouts):
 
 - `manifest`: a JSONL (one JSON object per line) or CSV (header row) file with any of the
   columns `image` (path), `text` (a caption; in JSONL also a list of captions), `audio`
@@ -11,12 +11,21 @@ Four formats (see docs/train_on_your_data.md for layouts):
   captions.
 - `idx`: MNIST-format files in one folder: `*train-images-idx3-ubyte[.gz]`,
   `*train-labels-idx1-ubyte[.gz]` and the same with `t10k` (or `test`).
-- `image_folder`: one sub-folder per class (sorted names -> label ids), or `train/` and
+- `image_folder` (crossjax.data.folder_formats): one sub-folder per class (sorted names -> label ids), or `train/` and
   `test/` folders that each hold the class sub-folders.
+- `audio_folder` (crossjax.data.folder_formats): WAV files anywhere below one folder, labelled by file name (the
+  `label` group of `label_pattern`; default: the part before the first "_", as in FSDD's
+  `{digit}_{speaker}_{take}.wav`), or by class sub-folder when `label_pattern` is ""
+  and the WAVs sit in two or more sub-folders (none loose in the folder itself). Files
+  whose name matches `test_pattern` (searched in the name; FSDD: `_[0-4]\.wav$`) are the
+  test split.
 
-Without an explicit split, a seeded `test_fraction` of the rows (per label, when there
-are labels) is held out as "test". Problems found while reading (an empty caption, an
-unknown image id) mark a row bad; decoding problems are found later, during conversion.
+Reading is cheap: a reader lists rows and what it knows of their split. The split itself
+(`Table.splits`) is made only when a source is converted: cheap checks first mark rows
+bad (a missing or unreadable image or WAV, a truncated WAV, a label outside
+`num_classes` classes), so that a seeded `test_fraction` hold-out (per label, when there
+are labels) is drawn from usable rows only. Decoding problems found later, during
+conversion, are bad rows too.
 """
 
 from __future__ import annotations
@@ -32,11 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from crossjax.data.imaging import IMAGE_EXTENSIONS
+from crossjax.data.imaging import image_size_of
+from crossjax.data.wav import wav_problem
 from crossjax.errors import CrossjaxError
 
 COLUMNS = ("image", "text", "audio", "label")
 SPLITS = ("train", "test")
+DEFAULT_LABEL_PATTERN = r"^(?P<label>[^_]+)_"  # FSDD: "7_jackson_32.wav" -> "7"
+MAX_NAMED = 5  # bad rows named in a message
 
 
 @dataclasses.dataclass
@@ -53,17 +65,115 @@ class Row:
 
 @dataclasses.dataclass
 class Table:
-    """A source read into rows: `splits` maps "train"/"test" to rows; `columns` is the
-    subset of COLUMNS present; `label_names` the classes in id order; `files` every file
-    the conversion reads (their sizes and times fingerprint the source)."""
+    """A source read into rows. `row_splits` gives each row's split ("train"/"test") where
+    the source says it, None for a seeded hold-out of `test_fraction`; `splits` (made on
+    first use, see `split`) maps "train"/"test" to usable rows. `columns` is the subset of
+    COLUMNS present; `label_names` the classes in id order; `files` every file the
+    conversion reads (their sizes and times fingerprint the source); `rejected` entries
+    that are not rows (a stray file), `rejected_captions` caption annotations (of
+    `num_captions`) dropped; `unit` names the rows in messages ("rows", "images")."""
 
-    splits: dict[str, list[Row]]
+    rows: list[Row]
     columns: tuple[str, ...]
+    what: str
+    row_splits: list[str] | None = None
     multi_caption: bool = False
     label_names: list[str] | None = None
     files: list[str] = dataclasses.field(default_factory=list)
     default_mode: str = "RGB"
     rejected: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    rejected_captions: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    num_captions: int = 0
+    unit: str = "rows"
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    num_classes: int = 0
+    bad_rows: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    _splits: dict[str, list[Row]] | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def splits(self) -> dict[str, list[Row]]:
+        """{"train": rows, "test": rows} of usable rows (made by `split` on first use)."""
+        if self._splits is None:
+            self._splits = split_rows(self)
+        return self._splits
+
+
+def row_problem(row: Row) -> str:
+    """Why `row` is unusable, from cheap checks ("" when it passes): its image file's
+    header, its WAV file read in full (a truncated WAV is found only so)."""
+    if row.bad:
+        return row.bad
+    if isinstance(row.image, str):
+        if not os.path.exists(row.image):
+            return f"missing file {row.image}"
+        try:
+            image_size_of(row.image)
+        except Exception as e:  # noqa: BLE001 - Pillow raises many kinds
+            return f"cannot decode image {row.image} ({type(e).__name__})"
+    if row.audio:
+        return wav_problem(row.audio)
+    return ""
+
+
+def _label_problem(label: str | None, num_classes: int) -> str:
+    if num_classes and label is not None and label.isdigit() and int(label) >= num_classes:
+        return f"label {label} is outside the {num_classes} classes (data.source.num_classes)"
+    return ""
+
+
+def named(bad: list[tuple[str, str]]) -> str:
+    """The first few bad entries as "where: why; ..." (with how many more)."""
+    text = "; ".join(f"{where}: {why}" for where, why in bad[:MAX_NAMED])
+    return text + (f"; and {len(bad) - MAX_NAMED} more" if len(bad) > MAX_NAMED else "")
+
+
+def split_rows(table: Table) -> dict[str, list[Row]]:
+    """Marks unusable rows bad (`row_problem`, labels outside `num_classes`; they go to
+    `table.bad_rows`), then splits the usable ones: by `row_splits`, else a seeded
+    `test_fraction` hold-out per label. Sets `label_names`. CrossjaxError for an empty split."""
+    usable = []
+    for i, row in enumerate(table.rows):
+        row.bad = row_problem(row) or _label_problem(row.label, table.num_classes)
+        if row.bad:
+            table.bad_rows.append((row.where, row.bad))
+        else:
+            usable.append(i)
+    if table.row_splits is not None:
+        splits = {s: [table.rows[i] for i in usable if table.row_splits[i] == s] for s in SPLITS}
+    else:
+        labels = [table.rows[i].label or "" for i in usable]
+        test = holdout(labels, table.test_fraction, table.split_seed)
+        splits = {
+            "train": [table.rows[i] for i, t in zip(usable, test, strict=True) if not t],
+            "test": [table.rows[i] for i, t in zip(usable, test, strict=True) if t],
+        }
+    for split in SPLITS:
+        if splits[split]:
+            continue
+        if not usable or table.row_splits is not None and split in table.row_splits:
+            raise CrossjaxError(
+                f"every row of the {split} split of {table.what} is bad ({named(table.bad_rows)})"
+            )
+        raise CrossjaxError(
+            f"{table.what} has no {split} rows; add some (or raise data.source.test_fraction)"
+        )
+    if "label" in table.columns and table.label_names is None:
+        table.label_names = _label_names(splits, table)
+    return splits
+
+
+def _label_names(splits: dict[str, list[Row]], table: Table) -> list[str]:
+    labels = [r.label for rows in splits.values() for r in rows if r.label]
+    names = label_names_of(labels)
+    if table.num_classes and all(label.isdigit() for label in labels):
+        return [str(i) for i in range(table.num_classes)]
+    if table.num_classes and len(names) != table.num_classes:
+        raise CrossjaxError(
+            f"{table.what} has {len(names)} classes ({', '.join(names[:10])}) but "
+            f"data.source.num_classes={table.num_classes}; set it to {len(names)} or 0"
+        )
+    return names
 
 
 def resolve(base: Path, value: str) -> str:
@@ -96,26 +206,8 @@ def label_names_of(labels: list[str]) -> list[str]:
     return sorted(set(labels))
 
 
-def _split_rows(rows: list[Row], explicit: list[str] | None, fraction: float, seed: int):
-    if explicit is not None:
-        return {s: [r for r, e in zip(rows, explicit, strict=True) if e == s] for s in SPLITS}
-    test = holdout([r.label or "" for r in rows], fraction, seed)
-    return {
-        "train": [r for r, t in zip(rows, test, strict=True) if not t],
-        "test": [r for r, t in zip(rows, test, strict=True) if t],
-    }
-
-
-def _finish(table: Table, what: str) -> Table:
-    for split in SPLITS:
-        if not table.splits.get(split):
-            raise CrossjaxError(
-                f"{what} has no {split} rows; add some (or raise data.source.test_fraction)"
-            )
-    labels = [r.label for rows in table.splits.values() for r in rows if r.label and not r.bad]
-    if "label" in table.columns:
-        table.label_names = label_names_of(labels)
-    return table
+def split_options(test_fraction: float, split_seed: int, num_classes: int = 0) -> dict:
+    return {"test_fraction": test_fraction, "split_seed": split_seed, "num_classes": num_classes}
 
 
 # -- manifest -----------------------------------------------------------------------------
@@ -145,7 +237,9 @@ def _texts(value: Any) -> list[str]:
     return [str(v).strip() for v in values if v is not None and str(v).strip()]
 
 
-def read_manifest(path: str, *, test_fraction: float, split_seed: int, **_: Any) -> Table:
+def read_manifest(
+    path: str, *, test_fraction: float, split_seed: int, num_classes: int = 0, **_: Any
+) -> Table:
     """Rows of a JSONL or CSV manifest (see the module docstring)."""
     manifest = Path(path)
     base = manifest.parent
@@ -184,12 +278,16 @@ def read_manifest(path: str, *, test_fraction: float, split_seed: int, **_: Any)
             explicit.append(split)
         rows.append(row)
     multi = any(isinstance(r.get("text"), list) for _, r in records)
-    splits = _split_rows(rows, explicit, test_fraction, split_seed)
-    return _finish(Table(splits, columns, multi, files=files), f"manifest {path}")
+    return Table(
+        rows, columns, f"manifest {path}", explicit, multi, files=files,
+        **split_options(test_fraction, split_seed, num_classes),
+    )  # fmt: skip
 
 
 # -- COCO captions ------------------------------------------------------------------------
-def _coco_rows(annotations: str, images: str, rejected: list) -> tuple[list[Row], list[str]]:
+def _coco_rows(annotations: str, images: str, rejected: list) -> tuple[list[Row], list[str], int]:
+    """One row per image with its captions, the files read, and the number of caption
+    annotations (bad ones are appended to `rejected`)."""
     try:
         with open(annotations, encoding="utf-8") as f:
             data = json.load(f)
@@ -216,7 +314,7 @@ def _coco_rows(annotations: str, images: str, rejected: list) -> tuple[list[Row]
         row.bad = "" if row.texts else "no caption"
         rows.append(row)
         files.append(path)
-    return rows, files
+    return rows, files, len(data["annotations"])
 
 
 def read_coco(
@@ -225,31 +323,48 @@ def read_coco(
 ) -> Table:  # fmt: skip
     """One row per image of COCO caption annotations, with every caption of the image."""
     rejected: list[tuple[str, str]] = []
-    rows, files = _coco_rows(path, images or str(Path(path).parent), rejected)
+    rows, files, num_captions = _coco_rows(path, images or str(Path(path).parent), rejected)
+    row_splits = None
     if test_path:
-        test_rows, test_files = _coco_rows(
+        test_rows, test_files, test_captions = _coco_rows(
             test_path, test_images or str(Path(test_path).parent), rejected
         )
-        splits = {"train": rows, "test": test_rows}
-        files += test_files
-    else:
-        splits = _split_rows(rows, None, test_fraction, split_seed)
-    table = Table(splits, ("image", "text"), True, files=files, rejected=rejected)
-    return _finish(table, f"COCO annotations {path}")
+        row_splits = ["train"] * len(rows) + ["test"] * len(test_rows)
+        rows, files, num_captions = (
+            rows + test_rows,
+            files + test_files,
+            num_captions + test_captions,
+        )
+    return Table(
+        rows, ("image", "text"), f"COCO annotations {path}", row_splits, True, files=files,
+        rejected_captions=rejected, num_captions=num_captions, unit="images",
+        **split_options(test_fraction, split_seed),
+    )  # fmt: skip
 
 
 # -- MNIST idx ------------------------------------------------------------------------------
-def read_idx_file(path: str) -> np.ndarray:
-    """An idx file (optionally gzipped) -> uint8 array: (N,) labels or (N, H, W) images."""
+IDX_MAGIC = {1: 0x0801, 3: 0x0803}  # unsigned bytes: labels (N,), images (N, H, W)
+
+
+def read_idx_file(path: str, ndim: int | None = None) -> np.ndarray:
+    """An idx file (optionally gzipped) -> uint8 array: (N,) labels or (N, H, W) images.
+    `ndim` 1 or 3 is the one expected. A file that is not one is a one-line CrossjaxError."""
+    expected = f"{IDX_MAGIC[ndim]:#06x}" if ndim else "0x0801 (labels) or 0x0803 (images)"
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise CrossjaxError(f"cannot read idx file {path} ({e})") from None
     magic = int.from_bytes(data[:4], "big")
-    if magic >> 8 != 0x08 or not 1 <= magic & 0xFF <= 3:  # 0x08 = unsigned byte
-        raise CrossjaxError(f"{path} is not an idx file of bytes (magic {magic:#x})")
+    if len(data) < 4 or magic != IDX_MAGIC.get(ndim or magic & 0xFF):
+        raise CrossjaxError(
+            f"{path} is not an idx file of the expected kind: magic {magic:#06x}, "
+            f"expected {expected} (unsigned bytes)"
+        )
     ndim = magic & 0xFF
     shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    body = np.frombuffer(data, np.uint8, offset=min(len(data), 4 + 4 * ndim))
     if body.size != int(np.prod(shape)):
         raise CrossjaxError(f"{path} holds {body.size} bytes, its header says {shape}")
     return body.reshape(shape)
@@ -266,66 +381,29 @@ def _find_idx(folder: Path, split_names: tuple[str, ...], kind: str) -> str:
     )
 
 
-def read_idx(path: str, **_: Any) -> Table:
+def read_idx(
+    path: str, *, num_classes: int = 0, test_fraction: float = 0.1, split_seed: int = 0, **_: Any
+) -> Table:
     """MNIST-format train and t10k image/label files in folder `path`."""
     folder = Path(path)
-    splits, files = {}, []
+    rows, row_splits, files = [], [], []
     for split, names in (("train", ("train",)), ("test", ("t10k", "test"))):
         images_path, labels_path = (
             _find_idx(folder, names, "images"),
             _find_idx(folder, names, "labels"),
         )
-        images, labels = read_idx_file(images_path), read_idx_file(labels_path)
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        images, labels = read_idx_file(images_path, 3), read_idx_file(labels_path, 1)
+        if len(images) != len(labels):
             raise CrossjaxError(
                 f"{images_path} {images.shape} and {labels_path} {labels.shape} do not match"
             )
-        splits[split] = [
+        rows += [
             Row(f"{Path(images_path).name}[{i}]", image=images[i], label=str(int(labels[i])))
             for i in range(len(images))
         ]
+        row_splits += [split] * len(images)
         files += [images_path, labels_path]
-    return _finish(Table(splits, ("image", "label"), files=files, default_mode="L"), path)
-
-
-# -- image folder ---------------------------------------------------------------------------
-def _class_images(folder: Path, rejected: list) -> dict[str, list[str]]:
-    by_class = {}
-    for entry in sorted(folder.iterdir()):
-        if entry.is_dir():
-            by_class[entry.name] = sorted(
-                str(p) for p in entry.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-        elif entry.suffix.lower() in IMAGE_EXTENSIONS:
-            rejected.append((str(entry), "not in a class sub-folder"))
-    return by_class
-
-
-def read_image_folder(path: str, *, test_fraction: float, split_seed: int, **_: Any) -> Table:
-    """Images in one sub-folder per class; `train/` + `test/` folders give the split."""
-    root = Path(path)
-    rejected: list[tuple[str, str]] = []
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        parts = {s: _class_images(root / s, rejected) for s in SPLITS}
-        splits = {
-            s: [Row(p, image=p, label=c) for c, ps in parts[s].items() for p in ps] for s in SPLITS
-        }
-        classes = sorted(set(parts["train"]) | set(parts["test"]))
-    else:
-        by_class = _class_images(root, rejected)
-        rows = [Row(p, image=p, label=c) for c, ps in by_class.items() for p in ps]
-        splits, classes = _split_rows(rows, None, test_fraction, split_seed), sorted(by_class)
-    if not classes:
-        raise CrossjaxError(f"image folder {path} has no class sub-folders")
-    files = [r.image for rows in splits.values() for r in rows]
-    table = _finish(Table(splits, ("image", "label"), files=files, rejected=rejected), path)
-    table.label_names = classes
-    return table
-
-
-READERS = {
-    "manifest": read_manifest,
-    "coco": read_coco,
-    "idx": read_idx,
-    "image_folder": read_image_folder,
-}
+    return Table(
+        rows, ("image", "label"), f"idx folder {path}", row_splits, files=files,
+        default_mode="L", **split_options(test_fraction, split_seed, num_classes),
+    )  # fmt: skip

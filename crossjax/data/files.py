@@ -32,27 +32,44 @@ import logging
 import os
 import re
 import shutil
-import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from crossjax.data.file_formats import READERS, SPLITS, Row, Table
+from crossjax.data import wav
+from crossjax.data.file_formats import (
+    SPLITS,
+    Row,
+    Table,
+    named,
+    read_coco,
+    read_idx,
+    read_manifest,
+)
+from crossjax.data.folder_formats import read_audio_folder, read_image_folder
 from crossjax.data.imaging import (
     IMAGE_MODES,
     channels_of,
     decode_image_file,
     fit_image_array,
-    image_size_of,
+    image_header,
 )
 from crossjax.errors import ConfigError, CrossjaxError
 
 log = logging.getLogger(__name__)
 DATASET_NAME = "crossjax_files"
 FILES_VERSION = "1.0.0"
-MAX_NAMED_BAD_ROWS = 5
+
+
+READERS = {
+    "manifest": read_manifest,
+    "coco": read_coco,
+    "idx": read_idx,
+    "image_folder": read_image_folder,
+    "audio_folder": read_audio_folder,
+}
 
 
 class BadRow(Exception):
@@ -89,9 +106,18 @@ def source_options(data_config) -> dict[str, Any]:
         "test_images": source["test_images"],
         "test_fraction": float(source.get("test_fraction", 0.1)),
         "split_seed": int(source.get("split_seed", 0)),
+        "label_pattern": str(source.get("label_pattern", "") or ""),
+        "test_pattern": str(source.get("test_pattern", "") or ""),
+        "num_classes": _num_classes(source.get("num_classes", 0)),
         "image_size": [int(s) for s in (data_config.get("image_size", ()) or ())],
         "image_mode": mode,
     }
+
+
+def _num_classes(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"data.source.num_classes={value!r}; valid: an integer >= 0 (0 = infer)")
+    return value
 
 
 def _file_stamp(path: str) -> list:
@@ -114,19 +140,10 @@ def converted_name(options: dict[str, Any], table: Table) -> str:
 # -- decoding -------------------------------------------------------------------------------
 def read_wav(path: str) -> tuple[np.ndarray, int]:
     """A mono 16-bit PCM WAV file -> (samples (T,) int16, sample rate). Raises BadRow."""
-    if not os.path.exists(path):
-        raise BadRow(f"missing file {path}")
     try:
-        with wave.open(path, "rb") as f:
-            if f.getnchannels() != 1 or f.getsampwidth() != 2:
-                raise BadRow(
-                    f"{path} is not mono 16-bit PCM ({f.getnchannels()} channels, "
-                    f"{8 * f.getsampwidth()}-bit)"
-                )
-            frames = f.readframes(f.getnframes())
-            return np.frombuffer(frames, "<i2").copy(), f.getframerate()
-    except (wave.Error, EOFError, OSError) as e:
-        raise BadRow(f"cannot read WAV {path} ({e})") from None
+        return wav.read_wav(path)
+    except wav.BadWav as e:
+        raise BadRow(str(e)) from None
 
 
 def _first_sample_rate(table: Table, source: str) -> int:
@@ -136,10 +153,8 @@ def _first_sample_rate(table: Table, source: str) -> int:
         for row in rows:
             if row.bad or not row.audio:
                 continue
-            try:
-                with wave.open(row.audio, "rb") as f:
-                    rate = f.getframerate()
-            except (wave.Error, EOFError, OSError):
+            rate = wav.wav_rate(row.audio)
+            if rate is None:
                 continue  # reported as a bad row during conversion
             if first is None:
                 first = (row.audio, rate)
@@ -153,21 +168,42 @@ def _first_sample_rate(table: Table, source: str) -> int:
     return first[1]
 
 
-def _first_image_size(table: Table, source: str) -> tuple[int, int]:
-    """(H, W) of the first readable image (the size every image is fitted to by default)."""
-    first_error = ""
+GREY_CHECKED = 16  # images looked at before a source is called grey
+
+
+def source_image_shape(table: Table, source: str) -> tuple[int, int, str]:
+    """(H, W, mode) of the source's images: the first readable image's size (every image
+    is fitted to it by default) and "L" when the first 16 readable images are all grey,
+    else "RGB" (idx arrays: their own size, "L")."""
+    first, grey_seen, first_error = None, 0, ""
     for row in table.splits["train"] + table.splits["test"]:
-        if row.bad or row.image is None:
-            continue
         if isinstance(row.image, np.ndarray):
-            return tuple(row.image.shape[:2])
+            return (*row.image.shape[:2], table.default_mode)
         try:
-            return image_size_of(row.image)
+            height, width, mode = image_header(row.image)
         except Exception as e:  # noqa: BLE001 - reported as a bad row during conversion
             first_error = first_error or f"{row.image}: {type(e).__name__}"
-    raise CrossjaxError(
-        f"no image of {source} can be read{f' (first: {first_error})' if first_error else ''}"
-    )
+            continue
+        first = first or (height, width)
+        if mode != "L":
+            return (*first, "RGB")
+        grey_seen += 1
+        if grey_seen == GREY_CHECKED:
+            break
+    if first is None:
+        suffix = f" (first: {first_error})" if first_error else ""
+        raise CrossjaxError(f"no image of {source} can be read{suffix}")
+    return (*first, "L")
+
+
+def log_image_fit(source: str, own: tuple[int, int, str], fitted: tuple[int, int, str]) -> None:
+    """ONE info line when data.image_size / image_mode resize or recolour the source's images."""
+    if tuple(own) != tuple(fitted):
+        log.info(
+            "data.image_size/image_mode fit the %dx%d %s images of %s to %dx%d %s "
+            "(set them to () and '' to keep the source's own)",
+            *own, source, *fitted,
+        )  # fmt: skip
 
 
 # -- the builder ----------------------------------------------------------------------------
@@ -256,17 +292,20 @@ class CrossjaxFiles(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 # -- entry point ----------------------------------------------------------------------------
-def report_bad_rows(source: str, bad: list[tuple[str, str]], total: int) -> None:
-    """ONE warning naming the first few bad rows (nothing when there are none)."""
-    if not bad:
-        return
-    named = "; ".join(f"{where}: {why}" for where, why in bad[:MAX_NAMED_BAD_ROWS])
-    more = f"; and {len(bad) - MAX_NAMED_BAD_ROWS} more" if len(bad) > MAX_NAMED_BAD_ROWS else ""
-    log.warning("Skipped %d of %d rows of %s: %s%s", len(bad), total, source, named, more)
+def report_bad_rows(table: Table, source: str, decoded_bad: list[tuple[str, str]]) -> None:
+    """ONE warning naming the first few bad rows (and bad captions, counted apart, where a
+    source has several per image); nothing when there are none."""
+    bad = table.rejected + table.bad_rows + decoded_bad
+    total = len(table.rows) + len(table.rejected)
+    parts = [f"{len(bad)} of {total} {table.unit} ({named(bad)})"] if bad else []
+    if table.rejected_captions:
+        captions = table.rejected_captions
+        parts.append(f"{len(captions)} of {table.num_captions} captions ({named(captions)})")
+    if parts:
+        log.warning("Skipped %s of %s", " and ".join(parts), source)
 
 
 def _convert(builder: CrossjaxFiles, table: Table, source: str) -> None:
-    total = sum(len(rows) for rows in table.splits.values()) + len(table.rejected)
     log.info("Converting %s into %s (once; later runs reuse it)", source, builder.data_dir)
     try:
         builder.download_and_prepare()
@@ -276,14 +315,13 @@ def _convert(builder: CrossjaxFiles, table: Table, source: str) -> None:
             shutil.rmtree(stale, ignore_errors=True)
         if "No examples were yielded" not in str(e):
             raise
-        bad = table.rejected + builder.bad_rows
         split = re.search(r'split "(\w+)"', str(e))
-        report_bad_rows(source, bad, total)
-        named = "; ".join(f"{w}: {why}" for w, why in bad[:MAX_NAMED_BAD_ROWS])
+        report_bad_rows(table, source, builder.bad_rows)
         raise CrossjaxError(
-            f"every row of the {split.group(1) if split else ''} split of {source} is bad ({named})"
+            f"every row of the {split.group(1) if split else ''} split of {source} is bad "
+            f"({named(table.bad_rows + builder.bad_rows)})"
         ) from None
-    report_bad_rows(source, table.rejected + builder.bad_rows, total)
+    report_bad_rows(table, source, builder.bad_rows)
 
 
 def load_files_sources(data_config, data_dir: str, splits: list[str]):
@@ -297,10 +335,12 @@ def load_files_sources(data_config, data_dir: str, splits: list[str]):
     if (directory / "dataset_info.json").exists():
         builder = tfds.builder_from_directory(str(directory))
     else:
-        mode = options["image_mode"] or table.default_mode
-        image_shape = None
+        table.splits  # noqa: B018 - checks the rows and splits them (before any decoding)
+        mode, image_shape = options["image_mode"] or table.default_mode, None
         if "image" in table.columns:
-            size = tuple(options["image_size"]) or _first_image_size(table, source)
+            own = source_image_shape(table, source)
+            size, mode = tuple(options["image_size"]) or own[:2], options["image_mode"] or own[2]
+            log_image_fit(source, own, (*size, mode))
             image_shape = (int(size[0]), int(size[1]), channels_of(mode))
         builder = CrossjaxFiles(
             config=FilesConfig(

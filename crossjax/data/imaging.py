@@ -65,3 +65,14 @@ def image_size_of(path: str | os.PathLike) -> tuple[int, int]:
     """(H, W) of an image file, reading only its header."""
     with Image.open(path) as image:
         return image.height, image.width
+
+
+GREY_PIL_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def image_header(path: str | os.PathLike) -> tuple[int, int, str]:
+    """(H, W, mode) of an image file from its header; mode "L" for grey images (Pillow
+    modes 1, L, LA, I, F), else "RGB"."""
+    with Image.open(path) as image:
+        mode = "L" if image.mode in GREY_PIL_MODES else "RGB"
+        return image.height, image.width, mode

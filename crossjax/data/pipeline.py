@@ -86,11 +86,11 @@ class DataPipeline:
                 f"data.validation_split={validation!r} is the training split; name a split "
                 "the dataset keeps apart, or None to hold out data.validation_fraction of it"
             )
-        self.split_names = {
-            "train": config.train_split,
-            "validation": validation or config.train_split,
-            "test": config.test_split,
-        }
+        train, test = config.train_split, config.test_split
+        local_splits = tuple((config.get("source", None) or {}).get("splits", ()) or ())
+        if catalog.reads_local_files(config) and local_splits:
+            train, test = local_splits  # data.source.splits: the local copy's own
+        self.split_names = {"train": train, "validation": validation or train, "test": test}
         splits = list(dict.fromkeys(self.split_names.values()))
         data_dir = config.data_dir or None
         if catalog.reads_local_files(config):
@@ -158,7 +158,7 @@ class DataPipeline:
         example once)."""
         if not path:
             return None
-        source = self.sources[self.config.train_split]
+        source = self.sources[self.split_names["train"]]
         try:
             values = np.asarray(
                 [np.asarray(read_feature(source[i], path)) for i in range(len(source))]
@@ -294,7 +294,7 @@ class DataPipeline:
     def _vocabulary(self, vocab_path) -> Vocabulary:
         if vocab_path is not None and os.path.exists(vocab_path):
             return Vocabulary.load(vocab_path)
-        source = self.sources[self.config.train_split]
+        source = self.sources[self.split_names["train"]]
         preprocess = Preprocessor(self.features, ("text",), None, 0, 0)
         vocab = Vocabulary.build(  # from the examples trained on: none held out
             (c for i in self.row_indices["train"] for c in preprocess.captions_of(source[int(i)])),
@@ -324,7 +324,7 @@ class DataPipeline:
     def _spec(self) -> DataSpec:
         self._check_fixed_shapes()
         example = self.preprocess(
-            self.sources[self.config.train_split][int(self.row_indices["train"][0])]
+            self.sources[self.split_names["train"]][int(self.row_indices["train"][0])]
         )
         num_classes = None
         if "label" in self.features:
