@@ -17,7 +17,8 @@ import ml_collections
 
 from configs.common import TINY_EVAL, TINY_TRAIN, best_checkpoint, run_length, tiny_catalog
 from configs.digits_fusion import classifier_config
-from configs.mnist_vae import epochs_to_steps, local_or_catalog, plain_optimizer
+from configs.mnist import local_idx
+from configs.mnist_vae import epochs_to_steps, plain_optimizer
 from crossjax.config import variant_flags
 
 # Dropout before the dense256 and the head of the `fashion` flag (the flax recipe has none).
@@ -38,7 +39,8 @@ def flax_cnn(config: ml_collections.ConfigDict) -> None:
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     flags = variant_flags(variant, ("tiny", "fashion"))
     config = classifier_config(("image",), None)
-    local_or_catalog(config, "fashion_mnist" if "fashion" in flags else "mnist", "idx")
+    config.data.name = "fashion_mnist" if "fashion" in flags else "mnist"
+    local_idx(config)  # a local idx folder when data.source.path is set
     flax_cnn(config)
     if "fashion" in flags:  # clothes overfit in 10 epochs where digits do not
         config.model.dropout = FASHION_DROPOUT

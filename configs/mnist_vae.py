@@ -18,6 +18,7 @@ import ml_collections
 
 from configs.common import TINY_EVAL, TINY_TRAIN, is_tiny, run_length, tiny_catalog
 from configs.digits_vae import IWAE_SAMPLES, use_image_vae
+from configs.mnist import local_idx
 from crossjax.config import base_config
 
 MNIST_TRAIN = 60_000
@@ -30,14 +31,6 @@ def epochs_to_steps(
     config's validation hold-out, at its batch size."""
     kept = num_train * (1 - config.data.validation_fraction)
     return math.ceil(epochs * kept / config.batch_size)
-
-
-def local_or_catalog(config: ml_collections.ConfigDict, name: str, fmt: str) -> None:
-    """Reads catalog dataset `name` from TFDS, or from local files in format `fmt` when
-    `data.source.path` is set (crossjax.data.catalog.reads_local_files)."""
-    config.data.name = name
-    config.data.source.format = fmt
-    config.data.source.path = ""
 
 
 def plain_optimizer(
@@ -57,7 +50,8 @@ def plain_optimizer(
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = base_config()
-    local_or_catalog(config, "mnist", "idx")
+    config.data.name = "mnist"
+    local_idx(config)  # a local idx folder when data.source.path is set
     config.data.modalities = ("image",)
     run_length(config, steps=1, batch_size=128, log_every=100, checkpoint_every=1000)
     config.num_train_steps = epochs_to_steps(config, 10)  # 4219

@@ -30,12 +30,16 @@ VARIANTS = {
     "shapes_mvae": [*TINY, "missing"],
     "shapes_clip": [*TINY, "transformer", "transformer_tiny", "siglip", "siglip_transformer_tiny"],
     "digits_vae": [*TINY, "iwae", "iwae_tiny"],
+    "mnist_vae": TINY,
+    "mnist_cnn": [*TINY, "fashion", "fashion_tiny"],
+    "av_mnist": [*TINY, "image", "audio_tiny", "text", "mvae", "mopoe_tiny", "mmvae_missing",
+                 "mvae_missing_tiny", "fusion_missing"],
     **{
         name: TINY
         for name in (
             "digits_clip", "digits_text_seq_ae",
             "shapes_captioner", "mnist", "fashion_mnist", "svhn", "cifar10", "coco_captions",
-            "spoken_digit", "mnist_svhn", "av_mnist", "polymnist", "files_manifest",
+            "spoken_digit", "mnist_svhn", "polymnist", "files_manifest",
             "files_coco", "files_idx", "files_image_folder",
         )
     },
