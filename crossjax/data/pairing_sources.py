@@ -115,7 +115,7 @@ def local_recordings(folder: str) -> Recordings:
         try:
             audio, _ = read_wav(str(path))
         except BadWav as e:
-            bad.append(f"{path.name} ({e})")
+            bad.append(str(e))  # names the file
             continue
         waves.append(audio)
         labels.append(int(match.group(1)))

@@ -273,10 +273,14 @@ class CrossjaxAvMnist(_PairingBuilder):
         return pairing_sources.catalog_images(mnist, self._limit(mnist))
 
     def _recordings(self) -> pairing_sources.Recordings:
-        if self.builder_config.fsdd_path:
-            return pairing_sources.local_recordings(self.builder_config.fsdd_path)
-        speech = self._source("spoken_digit", "train")
-        return pairing_sources.catalog_recordings(speech, self._limit(speech))
+        """Every recording, read once for both splits (each split keeps its own takes)."""
+        if getattr(self, "_speech", None) is None:
+            if self.builder_config.fsdd_path:
+                self._speech = pairing_sources.local_recordings(self.builder_config.fsdd_path)
+            else:
+                speech = self._source("spoken_digit", "train")
+                self._speech = pairing_sources.catalog_recordings(speech, self._limit(speech))
+        return self._speech
 
     def _info(self) -> tfds.core.DatasetInfo:
         length = self.builder_config.audio_length
