@@ -127,6 +127,42 @@ ROWS: tuple[Row, ...] = (
         ),
         at_least(0.91),
     ),
+    Row(
+        "fsdd_audio",
+        "~0.97-0.99 (spectrogram CNNs, official split)",
+        "test accuracy >= 0.97 (takes 0-4 of every speaker and digit)",
+        (
+            RowRun(
+                "audio", "configs/spoken_digit.py", "accuracy", data={"fsdd": "data.source.path"}
+            ),
+        ),
+        at_least(0.97),
+    ),
+    Row(
+        "av_digits_fusion",
+        "-",
+        "fused image + audio test accuracy above each modality alone",
+        tuple(
+            RowRun(label, f"configs/av_mnist.py:{label}", "accuracy", data=AV_SOURCES)
+            for label in ("av", "image", "audio")
+        ),
+        above_others,
+    ),
+    *(
+        Row(
+            f"av_digits_{model}",
+            "MMVAE on MNIST-SVHN: 0.86 / 0.69 (Shi et al. 2019)",
+            "coherence audio->image >= 0.90 (MNIST CNN judge); drop <= 0.03 with 50% missing",
+            (
+                RowRun("full", f"configs/av_mnist.py:{model}", COHERENCE, data=AV_SOURCES),
+                RowRun(
+                    "missing", f"configs/av_mnist.py:{model}_missing", COHERENCE, data=AV_SOURCES
+                ),
+            ),
+            at_least_with_drop(0.90, 0.03),
+        )
+        for model in ("mvae", "mopoe", "mmvae")
+    ),
 )
 
 

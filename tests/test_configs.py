@@ -32,7 +32,7 @@ VARIANTS = {
     "digits_vae": [*TINY, "iwae", "iwae_tiny"],
     "mnist_vae": TINY,
     "mnist_cnn": [*TINY, "fashion", "fashion_tiny"],
-    "av_mnist": [*TINY, "image", "audio_tiny", "text", "mvae", "mopoe_tiny", "mmvae_missing",
+    "av_mnist": [*TINY, "av", "image", "audio_tiny", "text", "mvae", "mopoe_tiny", "mmvae_missing",
                  "mvae_missing_tiny", "fusion_missing"],
     **{
         name: TINY

@@ -11,6 +11,7 @@ import pytest
 
 from crossjax import reproduce
 from crossjax.errors import ConfigError
+from tests.test_av_digits import write_sources
 from tests.test_real_data import _idx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,3 +145,20 @@ def test_checks_merge_and_table():
     assert "| r | p | t | accuracy | 0.5000 ± 0.1000 | 0.6000 ± 0.0000 | 2 | yes | 3.0 |" in (
         reproduce.results_markdown([row])
     )
+
+
+def test_av_vae_row_is_judged_by_the_mnist_cnn_row(tmp_path):
+    """The judge row links its run as runs/coherence/mnist_cnn_tiny; the audio-visual
+    MVAE row (full and with missing modalities) reads it for audio -> image coherence."""
+    mnist = write_mnist_idx(tmp_path / "mnist")
+    _, fsdd = write_sources(tmp_path / "av")
+    done = _reproduce(
+        tmp_path, "--rows=av_digits_mvae:tiny,mnist_cnn:tiny", f"--mnist={mnist}", f"--fsdd={fsdd}"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "results" / "reproductions.json").read_text())
+    assert [r["name"] for r in rows] == ["mnist_cnn:tiny", "av_digits_mvae:tiny"]
+    vae = rows[1]
+    assert vae["metric"] == "coherence/audio_to_image" and 0.0 <= vae["test"] <= 1.0
+    assert set(vae["compared"]) == {"full", "missing"}
+    assert "_missing" in vae["command"] and f"pairing_sources.spoken_digit={fsdd}" in vae["command"]
