@@ -44,6 +44,10 @@ VAES = {
         {"num_samples": 2, "dreg": True},
     ),
 }  # fmt: skip
+# Steps of each VAE so that one run (training, caching the 54k pairs, two evaluations
+# with coherence) stays under 10 minutes on 2 shared CPU cores: measured 3.7 (MVAE) and
+# 3.4-4.1 (MMVAE) steps/s there, plus about 3 minutes outside the training steps.
+VAE_STEPS = {"mvae": 1200, "mopoe": 1200, "mmvae": 1200}
 FLAGS = ("tiny", "missing")
 JUDGE = "coherence/mnist_cnn"  # the MNIST CNN run, beside the VAE's workdir
 PAIRS = ("audio_to_image", "text_to_image", "text+audio_to_image")
@@ -85,6 +89,8 @@ def vae_config(model: str, flags: list[str]) -> ml_collections.ConfigDict:
     )  # fmt: skip
     if model == "mvae":  # as configs/digits_mvae.py: the contrastive term aligns the experts
         config.losses = (*config.losses, ALIGNMENT)
+    if "tiny" not in flags:
+        config.num_train_steps = VAE_STEPS[model]
     config.evaluators = (*config.evaluators, coherence_judge("tiny" in flags))
     return config
 
@@ -96,7 +102,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     else:
         config = catalog_classifier(DATASET, CLASSIFIERS[model], None)
         config.data.max_vocab_size = 256
-        run_length(config, steps=3000, batch_size=128, eval_every=1000, checkpoint_every=1000)
+        # 2000 steps: ~6 steps/s for image + audio on 2 shared cores, so under 10 minutes.
+        run_length(config, steps=2000, batch_size=128, eval_every=1000, checkpoint_every=1000)
         if "missing" in flags:
             config.data.missing_fraction = 0.5
         if is_tiny("tiny" if "tiny" in flags else None):
