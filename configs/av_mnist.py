@@ -45,8 +45,9 @@ VAES = {
     ),
 }  # fmt: skip
 # Steps of each VAE so that one run (training, caching the 54k pairs, two evaluations
-# with coherence) stays under 10 minutes on 2 shared CPU cores: measured 3.7 (MVAE) and
-# 3.4-4.1 (MMVAE) steps/s there, plus about 3 minutes outside the training steps.
+# with coherence) stays under 10 minutes on 2 shared CPU cores: measured 3.7 (MVAE),
+# 3.4-4.1 (MMVAE) and 5.0 (MoPoE) steps/s there, plus about 3.5 minutes outside the
+# training steps (caching the 54k pairs, the judge's data, two evaluations).
 VAE_STEPS = {"mvae": 1200, "mopoe": 1200, "mmvae": 1200}
 FLAGS = ("tiny", "missing")
 JUDGE = "coherence/mnist_cnn"  # the MNIST CNN run, beside the VAE's workdir
