@@ -1,18 +1,114 @@
 """python scripts/train.py --config configs/av_mnist.py --workdir runs/av_mnist
 
-Audio-visual MNIST (`crossjax_av_mnist`: each MNIST digit with a `spoken_digit` recording
-of its label, 1 s at 8 kHz, generated once from the catalog datasets in the same
-data_dir, which needs TensorFlow): the fusion classifier on `image` + `audio`.
-Tiny (pairing of the first 300 digits, 0.5 s audio): `--config configs/av_mnist.py:tiny`.
+Audio-visual digits (`crossjax_av_mnist`): each MNIST digit with a Free Spoken Digit
+recording of its label (0.75 s at 8 kHz) and a sentence naming it ("a handwritten seven");
+train pairs only from MNIST train and FSDD takes 5-49, test pairs only from MNIST t10k
+and takes 0-4. Built once from TFDS's `mnist` and `spoken_digit` (which need
+TensorFlow), or from local files, no TensorFlow:
+
+    python scripts/train.py --config configs/av_mnist.py --workdir runs/av_mnist \
+        --config.data.pairing_sources.mnist=/data/mnist \
+        --config.data.pairing_sources.spoken_digit=/data/fsdd/recordings
+
+A variant joins one model and flags with "_". Models: `fusion` (default: the fusion
+classifier on image + audio + text), `av` (image + audio), `image`, `audio`, `text`
+(each modality alone, to compare with fusion), and the multimodal VAEs `mvae`, `mopoe`, `mmvae` (configs/
+digits_mvae.py's recipe on these views), whose audio -> image coherence is judged by
+the MNIST CNN run found beside the workdir (runs/av_mvae -> runs/coherence/mnist_cnn;
+train it with configs/mnist_cnn.py, scripts/reproduce.py does). Flags: `missing`
+(half of the training examples lose one modality), `tiny` (a few steps on the pairing
+of the first 300 digits, judged by coherence/mnist_cnn_tiny). E.g. `:mopoe_missing`.
 """
 
-from configs.common import is_tiny, shrink_to_tiny, tiny_catalog
+import ml_collections
+
+from configs.common import is_tiny, run_length, shrink_to_tiny, tiny_catalog
+from configs.digits_mvae import ALIGNMENT, BETA, WEIGHTS, multimodal_vae_config
 from configs.mnist import catalog_classifier
+from crossjax.errors import ConfigError
+
+DATASET = "crossjax_av_mnist"
+MODALITIES = ("image", "audio", "text")
+# The text names the digit in every sentence, so text alone is perfect: `av` (image +
+# audio) is the fusion whose gain over each modality alone is measured.
+CLASSIFIERS = {
+    "fusion": MODALITIES, "av": ("image", "audio"),
+    "image": ("image",), "audio": ("audio",), "text": ("text",),
+}  # fmt: skip
+# posterior, loss, loss kwargs, model fields: as configs/digits_{mvae,mopoe,mmvae}.py.
+VAES = {
+    "mvae": ("poe", "mvae", {"beta": BETA, "warmup_steps": 500, "num_subsets": 1}, {}),
+    "mopoe": ("mopoe", "mopoe", {"beta": BETA, "warmup_steps": 500}, {}),
+    "mmvae": (
+        "moe", "mmvae", {"objective": "dreg", "weights": {m: w / BETA for m, w in WEIGHTS.items()}},
+        {"num_samples": 2, "dreg": True},
+    ),
+}  # fmt: skip
+# Steps of each VAE so that one run (training, caching the 54k pairs, two evaluations
+# with coherence) stays under 10 minutes on 2 shared CPU cores: measured 3.7 (MVAE),
+# 3.4-4.1 (MMVAE) and 5.0 (MoPoE) steps/s there, plus about 3.5 minutes outside the
+# training steps (caching the 54k pairs, the judge's data, two evaluations).
+VAE_STEPS = {"mvae": 1200, "mopoe": 1200, "mmvae": 1200}
+FLAGS = ("tiny", "missing")
+JUDGE = "coherence/mnist_cnn"  # the MNIST CNN run, beside the VAE's workdir
+PAIRS = ("audio_to_image", "text_to_image", "text+audio_to_image")
 
 
-def get_config(variant: str | None = None):
-    config = catalog_classifier("crossjax_av_mnist", ("image", "audio"), None)
-    if is_tiny(variant):
-        shrink_to_tiny(config)  # -> crossjax_av_mnist/tiny
-        tiny_catalog(config, "train", "test")
+def split_variant(variant: str | None) -> tuple[str, list[str]]:
+    """(model, flags) of a variant such as "mopoe_missing_tiny"; ConfigError otherwise."""
+    parts = variant.split("_") if variant else []
+    models = [p for p in parts if p in CLASSIFIERS or p in VAES]
+    flags = [p for p in parts if p not in models]
+    if len(models) > 1 or set(flags) - set(FLAGS) or len(set(flags)) < len(flags):
+        raise ConfigError(
+            f"unknown config variant {variant!r} of configs/av_mnist.py; valid: one model "
+            f"({', '.join([*CLASSIFIERS, *VAES])}) and/or the flags {', '.join(FLAGS)}, joined by '_'"
+        )
+    return (models[0] if models else "fusion"), flags
+
+
+def local_sources(config: ml_collections.ConfigDict) -> None:
+    """The local MNIST idx and FSDD recordings folders; "" reads TFDS's mnist and
+    spoken_digit (crossjax.data.pairings.local_builder_config)."""
+    config.data.pairing_sources = ml_collections.ConfigDict({"mnist": "", "spoken_digit": ""})
+
+
+def coherence_judge(tiny: bool) -> tuple:
+    """The coherence evaluator judged by the MNIST CNN run (its tiny twin for `tiny`)."""
+    classifier = {
+        "workdir": JUDGE + ("_tiny" if tiny else ""),
+        "trained_with": "configs/mnist_cnn.py" + (":tiny" if tiny else ""),
+    }
+    return ("coherence", {"pairs": PAIRS, "classifiers": {"image": classifier}})
+
+
+def vae_config(model: str, flags: list[str]) -> ml_collections.ConfigDict:
+    posterior, loss, kwargs, fields = VAES[model]
+    config = multimodal_vae_config(
+        posterior, loss, kwargs, "_".join(flags) or None, dataset=DATASET,
+        modalities=MODALITIES, model_fields=fields,
+    )  # fmt: skip
+    if model == "mvae":  # as configs/digits_mvae.py: the contrastive term aligns the experts
+        config.losses = (*config.losses, ALIGNMENT)
+    if "tiny" not in flags:
+        config.num_train_steps = VAE_STEPS[model]
+    config.evaluators = (*config.evaluators, coherence_judge("tiny" in flags))
+    return config
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    model, flags = split_variant(variant)
+    if model in VAES:
+        config = vae_config(model, flags)
+    else:
+        config = catalog_classifier(DATASET, CLASSIFIERS[model], None)
+        config.data.max_vocab_size = 256
+        # 2000 steps: ~6 steps/s for image + audio on 2 shared cores, so under 10 minutes.
+        run_length(config, steps=2000, batch_size=128, eval_every=1000, checkpoint_every=1000)
+        if "missing" in flags:
+            config.data.missing_fraction = 0.5
+        if is_tiny("tiny" if "tiny" in flags else None):
+            shrink_to_tiny(config)  # -> crossjax_av_mnist/tiny
+            tiny_catalog(config, "train", "test")
+    local_sources(config)
     return config

@@ -32,12 +32,16 @@ VARIANTS = {
     "digits_vae": [*TINY, "iwae", "iwae_tiny"],
     "files_vae": [*TINY, "iwae", "iwae_tiny"],
     "files_clip": [*TINY, "siglip", "siglip_tiny"],
+    "mnist_vae": TINY,
+    "mnist_cnn": [*TINY, "fashion", "fashion_tiny"],
+    "av_mnist": [*TINY, "av", "image", "audio_tiny", "text", "mvae", "mopoe_tiny", "mmvae_missing",
+                 "mvae_missing_tiny", "fusion_missing"],
     **{
         name: TINY
         for name in (
             "digits_clip", "digits_text_seq_ae",
             "shapes_captioner", "mnist", "fashion_mnist", "svhn", "cifar10", "coco_captions",
-            "spoken_digit", "mnist_svhn", "av_mnist", "polymnist", "files_manifest",
+            "spoken_digit", "mnist_svhn", "polymnist", "files_manifest",
             "files_coco", "files_idx", "files_image_folder", "files_captioner",
             "files_audio_folder",
         )

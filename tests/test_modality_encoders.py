@@ -106,7 +106,7 @@ def build(modality="image", spec=SPEC, encoder="cnn", kwargs=None, **extra):
         ({"modality": "audio", "encoder": 3}, r"audio_encoder=3: unknown audio encoder"),
         ({"encoder": "nowhere.module:Encoder"}, r"cannot import module 'nowhere.module'"),
         ({"kwargs": [4]}, r"encoder_kwargs.image=\[4\]; valid: a dict of CNNImageEncoder"),
-        ({"kwargs": {"kernel": 5}}, r"no field 'kernel' in encoder_kwargs.image; valid: batch_"),
+        ({"kwargs": {"kernel": 5}}, r"no field 'kernel' in encoder_kwargs.image; valid: activate_final, batch_"),
         ({"kwargs": {"features": 5}}, r"no field 'features'"),  # the model sets it
         (
             {"modality": "text", "encoder": "bow", "spec": DataSpec(("text",), max_text_len=3)},
@@ -326,3 +326,19 @@ def test_models_package_import_graph_is_acyclic():
 
     for name in sorted(modules):
         visit(name, ())
+
+
+def test_cnn_image_encoder_flatten_pool_is_the_flax_mnist_cnn():
+    """pool="flatten" feeds the whole last conv map to the Dense layer (7 x 7 x 8 inputs
+    for 28 x 28 images after two 2x2 pools); activate_final puts a ReLU after it."""
+    image = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
+    flat = CNNImageEncoder(channels=(4, 8), features=16, pool="flatten", activate_final=True)
+    params = flat.init(jax.random.key(1), image)
+    out = flat.apply(params, image)
+    assert out.shape == (2, 16) and bool(jnp.all(out >= 0))
+    assert params["params"]["Dense_0"]["kernel"].shape == (7 * 7 * 8, 16)
+    mean = CNNImageEncoder(channels=(4, 8), features=16)
+    assert mean.init(jax.random.key(1), image)["params"]["Dense_0"]["kernel"].shape == (8, 16)
+    assert bool(jnp.any(mean.apply(mean.init(jax.random.key(1), image), image) < 0))
+    with pytest.raises(ValueError, match="pool='max'"):
+        CNNImageEncoder(pool="max").check((28, 28, 1))

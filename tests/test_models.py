@@ -349,7 +349,7 @@ def test_build_model_accepts_frozen_config_and_bfloat16():
         (
             fusion_config(encoder_kwargs={"image": {"kernel": 5}}),
             SPEC,
-            r"no field 'kernel' in encoder_kwargs.image; valid: batch_blocks, channels",
+            r"no field 'kernel' in encoder_kwargs.image; valid: activate_final, batch_blocks, channels",
         ),
         (fusion_config(dtype="int8"), SPEC, r"dtype 'int8'; valid: float32"),
         (

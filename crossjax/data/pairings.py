@@ -10,10 +10,14 @@ the same config gives the same dataset, byte for byte.
   uint8 = SVHN, `label`, `mnist_index`, `svhn_index` (indices into the source splits).
   In a batch `image_svhn` is a second image modality: list it in `data.modalities`.
 - `crossjax_av_mnist`: each MNIST digit with `k` `spoken_digit` recordings of its label,
-  cropped/zero-padded to `audio_length` samples at 8 kHz. Features `image`, `audio`
-  (T,) int16, `label`, `mnist_index`, `audio_index`. spoken_digit has one split: its
-  recordings numbered 0-4 per speaker and digit go to test (the FSDD convention; a
-  seeded 10% when file names do not follow it).
+  cropped/zero-padded to `audio_length` samples at 8 kHz (0.75 s), and a `text` view: a seeded
+  templated sentence naming the digit ("a handwritten seven", "the digit 7").
+  Features `image`, `audio` (T,) int16, `text`, `label`, `mnist_index`, `audio_index`.
+  spoken_digit has one split: its recordings numbered 0-4 per speaker and digit go to
+  test (the FSDD convention; a seeded 10% when file names do not follow it), so no
+  recording is in both splits. It reads TFDS's `mnist` and `spoken_digit`, or local
+  files (`local_builder_config`: an MNIST idx folder and an FSDD recordings folder,
+  see `crossjax.data.pairing_sources`), under a config name holding a hash of the paths.
 - `crossjax_polymnist` (Sutter et al. 2021): `num_views` = M images of the same digit,
   each a *different* MNIST instance of the label composited (ink = inverted background)
   on a random 28x28 crop of that view's own procedural background texture. Features
@@ -27,20 +31,21 @@ with test), so no test digit is ever seen in training.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from crossjax.data.catalog import POLYMNIST_MAX_VIEWS
-from crossjax.errors import CrossjaxError
+from crossjax.data import pairing_sources
+from crossjax.data.catalog import POLYMNIST_MAX_VIEWS, base_name
+from crossjax.data.digit_text import describe_digit
+from crossjax.errors import ConfigError, CrossjaxError
 
 NUM_CLASSES = 10
 SPLITS = ("train", "test")
 _SPLIT_IDS = {"train": 0, "test": 1}
-_FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)(\.wav)?$")
+_FSDD_NAME = pairing_sources.FSDD_NAME
 FSDD_TEST_RECORDINGS = 5  # recordings 0..4 of each speaker and digit are test
 TEXTURE_SIZE = 96  # side of each PolyMNIST view's background texture
 
@@ -131,13 +136,50 @@ def composite_on_texture(
 class PairingConfig(tfds.core.BuilderConfig):
     """seed: seeds every pairing and crop. k: partners per MNIST digit (mnist_svhn,
     av_mnist). audio_length: samples per recording (av_mnist). num_views: M (polymnist).
-    max_examples: use only the first N examples of each source split (None: all)."""
+    max_examples: use only the first N examples of each source split (None: all).
+    mnist_path, fsdd_path: local MNIST idx and FSDD recordings folders (av_mnist; "": TFDS)."""
 
     seed: int = 0
     k: int = 1
-    audio_length: int = 8000
+    # 0.75 s at 8 kHz holds 97.4% of FSDD recordings whole (the rest lose their tail);
+    # 1 s (16 kB a pair) makes the 60k training pairs exceed the 1 GB that TFDS shuffles
+    # in memory, beyond which preparing needs TensorFlow.
+    audio_length: int = 6000
     num_views: int = 5
     max_examples: int | None = None
+    mnist_path: str = ""
+    fsdd_path: str = ""
+
+
+LOCAL_SOURCES = {"crossjax_av_mnist": ("mnist", "spoken_digit")}  # pairing -> local sources
+
+
+def local_builder_config(name: str, sources: Any) -> PairingConfig | None:
+    """The builder config of pairing `name` ("crossjax_av_mnist[/tiny]") reading the local
+    folders `sources` ({"mnist": idx folder, "spoken_digit": FSDD folder}; "" or missing:
+    TFDS), named "<config>_local_<hash of the paths>"; None when no path is set."""
+    paths = {k: str(v) for k, v in dict(sources or {}).items() if v}
+    if not paths:
+        return None
+    valid = LOCAL_SOURCES.get(base_name(name))
+    if valid is None or set(paths) - set(valid):
+        what = f"{', '.join(valid)} of {base_name(name)}" if valid else f"nothing for {name!r}"
+        raise ConfigError(
+            f"data.pairing_sources={paths!r}: local sources are {what} "
+            f"(pairings that read local files: {', '.join(LOCAL_SOURCES)})"
+        )
+    configs = {c.name: c for c in CrossjaxAvMnist.BUILDER_CONFIGS}
+    config_name = name.split("/")[1].split(":")[0] if "/" in name else "default"
+    if config_name not in configs:
+        raise ConfigError(f"bad dataset name {name!r}; configs: {', '.join(configs)}")
+    digest = pairing_sources.sources_hash(paths)
+    return dataclasses.replace(
+        configs[config_name],
+        name=f"{config_name}_local_{digest}",
+        description=f"{configs[config_name].description} Local sources: {paths}.",
+        mnist_path=paths.get("mnist", ""),
+        fsdd_path=paths.get("spoken_digit", ""),
+    )
 
 
 def _configs(k: int) -> list[PairingConfig]:
@@ -219,9 +261,29 @@ class CrossjaxMnistSvhn(_PairingBuilder):
 
 
 class CrossjaxAvMnist(_PairingBuilder):
-    """MNIST digits each paired with k spoken_digit recordings of the same label."""
+    """MNIST digits each paired with k spoken_digit recordings of the same label and a
+    sentence naming the digit."""
 
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.", "1.1.0": "text view; local sources."}
     BUILDER_CONFIGS = _configs(k=1)
+
+    def _images(self, split: str) -> pairing_sources.DigitImages:
+        cfg = self.builder_config
+        if cfg.mnist_path:
+            return pairing_sources.local_images(cfg.mnist_path, split, cfg.max_examples)
+        mnist = self._source("mnist", split)
+        return pairing_sources.catalog_images(mnist, self._limit(mnist))
+
+    def _recordings(self) -> pairing_sources.Recordings:
+        """Every recording, read once for both splits (each split keeps its own takes)."""
+        if getattr(self, "_speech", None) is None:
+            if self.builder_config.fsdd_path:
+                self._speech = pairing_sources.local_recordings(self.builder_config.fsdd_path)
+            else:
+                speech = self._source("spoken_digit", "train")
+                self._speech = pairing_sources.catalog_recordings(speech, self._limit(speech))
+        return self._speech
 
     def _info(self) -> tfds.core.DatasetInfo:
         length = self.builder_config.audio_length
@@ -231,7 +293,11 @@ class CrossjaxAvMnist(_PairingBuilder):
             features=tfds.features.FeaturesDict(
                 {
                     "image": _mnist_image(),
-                    "audio": tfds.features.Tensor(shape=(length,), dtype=np.int16),
+                    # Raw bytes: the default encoding widens int16 to varint int64.
+                    "audio": tfds.features.Tensor(
+                        shape=(length,), dtype=np.int16, encoding=tfds.features.Encoding.BYTES
+                    ),
+                    "text": tfds.features.Text(),
                     "label": tfds.features.ClassLabel(names=[str(d) for d in range(10)]),
                     "mnist_index": tfds.features.Tensor(shape=(), dtype=np.int64),
                     "audio_index": tfds.features.Tensor(shape=(), dtype=np.int64),
@@ -243,22 +309,21 @@ class CrossjaxAvMnist(_PairingBuilder):
 
     def _generate_examples(self, split: str):
         cfg = self.builder_config
-        mnist, speech = self._source("mnist", split), self._source("spoken_digit", "train")
-        labels = read_labels(mnist, self._limit(mnist))
-        n_speech = self._limit(speech)
-        names = [speech[j]["audio/filename"] for j in range(n_speech)]
-        in_split = spoken_digit_split(names, cfg.seed) == (split == "test")
+        images, speech = self._images(split), self._recordings()
+        in_split = spoken_digit_split(speech.names, cfg.seed) == (split == "test")
         pool = np.flatnonzero(in_split)
-        speech_labels = np.array([int(speech[int(j)]["label"]) for j in pool], np.int64)
-        partners = pool[same_label_partners(labels, speech_labels, cfg.k, self._rng(split))]
-        for i, label in enumerate(labels):
-            image = np.asarray(mnist[i]["image"], np.uint8)
+        rng = self._rng(split)
+        partners = pool[same_label_partners(images.labels, speech.labels[pool], cfg.k, rng)]
+        for i, label in enumerate(images.labels):
+            image = np.asarray(images.image(i), np.uint8)
             for r, j in enumerate(partners[i]):
+                text = describe_digit(self._rng(split, i, r), int(label), noisy=False)
                 yield (
                     f"{i}_{r}",
                     {
                         "image": image,
-                        "audio": fit_length(speech[int(j)]["audio"], cfg.audio_length),
+                        "audio": fit_length(speech.audio(int(j)), cfg.audio_length),
+                        "text": text,
                         "label": int(label),
                         "mnist_index": i,
                         "audio_index": int(j),

@@ -108,7 +108,14 @@ class DataPipeline:
                 config, data_dir or default_data_dir(), splits
             )
         else:
-            self.sources, self.info = load_split_sources(config.name, data_dir, splits)
+            builder_config = None
+            if config.get("pairing_sources", None):  # a pairing of local MNIST/FSDD files
+                from crossjax.data.pairings import local_builder_config
+
+                builder_config = local_builder_config(config.name, config.pairing_sources)
+            self.sources, self.info = load_split_sources(
+                config.name, data_dir, splits, builder_config
+            )
         self.modalities = modalities
         self.features = self._feature_map()
         self.row_indices = self._row_indices(held_out=validation is None)

@@ -47,8 +47,13 @@ def _needs_tf_error(name: str, what: str) -> CrossjaxError:
     )
 
 
-def _make_builder(name: str, data_dir: str):
+def _make_builder(name: str, data_dir: str, builder_config=None):
     try:
+        if builder_config is not None:  # a custom config of an embedded builder
+            return tfds.builder(
+                catalog.base_name(name), config=builder_config, data_dir=data_dir,
+                file_format="array_record",
+            )  # fmt: skip
         return tfds.builder(name, data_dir=data_dir, file_format="array_record")
     except tfds.core.registered.DatasetNotFoundError:
         raise ConfigError(
@@ -67,8 +72,10 @@ def _make_builder(name: str, data_dir: str):
         raise ConfigError(f"bad dataset name {name!r}: {e}") from None
 
 
-def load_split_sources(name: str, data_dir: str | None, splits: list[str]):
+def load_split_sources(name: str, data_dir: str | None, splits: list[str], builder_config=None):
     """Random-access sources for `splits` of TFDS dataset `name` and its DatasetInfo.
+    `builder_config`: a custom BuilderConfig of embedded builder `name` (e.g. a pairing of
+    local files, `crossjax.data.pairings.local_builder_config`).
 
     Embedded datasets are generated on first use (array_record, no network) and reused;
     catalog datasets are downloaded and prepared on first use. Splits may be TFDS split
@@ -76,7 +83,7 @@ def load_split_sources(name: str, data_dir: str | None, splits: list[str]):
     """
     catalog.import_builder_module(name)
     data_dir = data_dir or default_data_dir()
-    builder = _make_builder(name, data_dir)
+    builder = _make_builder(name, data_dir, builder_config)
     try:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
         if not isinstance(builder, tfds.core.read_only_builder.ReadOnlyBuilder):

@@ -72,6 +72,10 @@ class CNNImageEncoder(nn.Module):
     """3x3 conv + ReLU + 2x2 average pool per entry of `channels`, then global mean pool
     and a Dense layer: image (B, H, W, C) -> (B, features). Works for any H, W.
 
+    pool: "mean" (global mean pool: any H, W) or "flatten" (the whole last conv map, as
+    the flax examples' MNIST CNN: conv32-conv64-dense256). activate_final: ReLU after the
+    Dense layer (the flax CNN's dense256 is followed by one before the classifier head).
+
     batch_blocks: the conv stack runs on blocks of examples whose activations fit in
     cache ("auto": on CPU only; 1 = off; see crossjax.models.conv.map_batch_blocks).
     """
@@ -80,7 +84,13 @@ class CNNImageEncoder(nn.Module):
     features: int = 128
     conv_impl: str = "xla"  # or "patches": see crossjax.models.conv
     batch_blocks: int | str = "auto"
+    pool: str = "mean"  # or "flatten"
+    activate_final: bool = False
     dtype: Any = jnp.float32
+
+    def check(self, input_shape: tuple[int, ...]) -> None:
+        if self.pool not in ("mean", "flatten"):
+            raise ValueError(f"has pool={self.pool!r}; valid: mean, flatten")
 
     @nn.compact
     def __call__(self, image: jax.Array, *, train: bool = False) -> jax.Array:
@@ -99,8 +109,12 @@ class CNNImageEncoder(nn.Module):
         x = image.astype(self.dtype)
         blocks = pyramid_blocks(x.shape, self.channels, self.dtype, self.batch_blocks)
         x = map_batch_blocks(stack, x, blocks)
-        x = jnp.mean(x, axis=(1, 2))  # global pool keeps the head independent of H, W
-        return nn.Dense(self.features, dtype=self.dtype)(x)
+        if self.pool == "flatten":
+            x = x.reshape(x.shape[0], -1)
+        else:
+            x = jnp.mean(x, axis=(1, 2))  # global pool keeps the head independent of H, W
+        x = nn.Dense(self.features, dtype=self.dtype)(x)
+        return nn.relu(x) if self.activate_final else x
 
 
 class GridCNNImageEncoder(nn.Module):
