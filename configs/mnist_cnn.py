@@ -2,14 +2,15 @@
 
 The flax examples' MNIST CNN (published 99.17% test accuracy): 3x3 conv32 + ReLU +
 2x2 average pool, 3x3 conv64 + ReLU + 2x2 average pool, flatten, dense256 + ReLU,
-dense10; SGD lr 0.1 momentum 0.9 without a schedule, batch 128, 10 epochs of the
-training examples (the 54k left after the 10% validation hold-out: the checkpoint is
-chosen on validation accuracy, test is reported once at the end).
+dense10; SGD lr 0.1 momentum 0.9 without a schedule, batch 128, the recipe's
+4,690 updates (10 epochs of the 60k; drawn here from the 54k left after the 10%
+validation hold-out: the checkpoint is chosen on validation accuracy, test is reported
+once at the end).
 
 Reads TFDS `mnist` by name, or a local copy of the four idx files:
 `--config.data.source.path=/data/mnist`. The `fashion` flag trains the same recipe on
 Fashion-MNIST (`fashion_mnist`; the same idx layout) with dropout 0.3 (target >= 0.91). Also the coherence judge of the
-audio-visual digits VAEs (configs/av_digits.py), as the run `runs/.../coherence/mnist_cnn`.
+audio-visual digits VAEs (configs/av_mnist.py), as the run `runs/.../coherence/mnist_cnn`.
 Tiny (a few steps, for tests): `:tiny`.
 """
 
@@ -46,7 +47,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         config.model.dropout = FASHION_DROPOUT
     plain_optimizer(config, "sgd", 0.1, momentum=0.9)
     run_length(config, steps=1, batch_size=128, log_every=100, checkpoint_every=1000)
-    config.num_train_steps = epochs_to_steps(config, 10)  # 4219
+    config.num_train_steps = epochs_to_steps(config, 10)  # 4690
     config.eval_every = config.num_train_steps // 4
     best_checkpoint(config, "accuracy", "max")
     if "tiny" in flags:
