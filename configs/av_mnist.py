@@ -26,6 +26,7 @@ import ml_collections
 from configs.common import is_tiny, run_length, shrink_to_tiny, tiny_catalog
 from configs.digits_mvae import ALIGNMENT, BETA, WEIGHTS, multimodal_vae_config
 from configs.mnist import catalog_classifier
+from configs.mnist_cnn import flax_cnn
 from crossjax.errors import ConfigError
 
 DATASET = "crossjax_av_mnist"
@@ -104,6 +105,15 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     else:
         config = catalog_classifier(DATASET, CLASSIFIERS[model], None)
         config.data.max_vocab_size = 256
+        if "tiny" not in flags:
+            # The image tower of the MNIST CNN row (configs/mnist_cnn.py, 0.99 alone) and
+            # its 256 features for every variant, so each modality alone has the width it
+            # has inside the fused model. With the default small CNN, image alone reached
+            # 0.936 and the fused model 0.994, no better than audio alone (0.994).
+            flax_cnn(config)
+            config.model.hidden = (128,)
+            if "image" not in CLASSIFIERS[model]:
+                config.model.encoder_kwargs = {}
         # 2000 steps: ~6 steps/s for image + audio on 2 shared cores, so under 10 minutes.
         run_length(config, steps=2000, batch_size=128, eval_every=1000, checkpoint_every=1000)
         if len(CLASSIFIERS[model]) > 1:  # accuracy with a modality missing or noisier
