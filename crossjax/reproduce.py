@@ -295,7 +295,7 @@ def run_row(
             for seed in seeds:
                 workdir = run_workdir(root, row, run, seed)
                 log_path = root / "logs" / f"{workdir.name}.log"
-                argv = train_command(run, workdir, seed, data_paths)
+                argv = train_command(run, _from_repo(workdir), seed, data_paths)
                 commands.append("python " + shlex.join(argv))
                 echo(f"[{row.name}] {run.label} seed {seed}: {commands[-1]}")
                 shutil.rmtree(workdir, ignore_errors=True)  # a rerun starts afresh
@@ -331,6 +331,15 @@ def run_row(
     else:
         record.update(test=None, validation=None, met=False)
     return record
+
+
+def _from_repo(path: Path) -> Path:
+    """`path` relative to the repository root (where the commands run) when inside it,
+    so recorded commands read as a user types them; else unchanged."""
+    try:
+        return path.relative_to(REPO_ROOT)
+    except ValueError:
+        return path
 
 
 def _link_judge(root: Path, name: str, workdir: Path) -> None:
