@@ -47,9 +47,8 @@ VAES = {
     ),
 }  # fmt: skip
 # Steps of each VAE so that one run (training, caching the 54k pairs, two evaluations
-# with coherence) stays under 10 minutes on 2 shared CPU cores: measured 3.7 (MVAE),
-# 3.4-4.1 (MMVAE) and 5.0 (MoPoE) steps/s there, plus about 3.5 minutes outside the
-# training steps (caching the 54k pairs, the judge's data, two evaluations).
+# with coherence) stays under 10 minutes on a 2-core CPU (timings and the 2,000-step
+# probe: results/config_choices.md).
 VAE_STEPS = {"mvae": 1200, "mopoe": 1200, "mmvae": 1200}
 FLAGS = ("tiny", "missing")
 JUDGE = "coherence/mnist_cnn"  # the MNIST CNN run, beside the VAE's workdir
@@ -106,15 +105,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         config = catalog_classifier(DATASET, CLASSIFIERS[model], None)
         config.data.max_vocab_size = 256
         if "tiny" not in flags:
-            # The image tower of the MNIST CNN row (configs/mnist_cnn.py, 0.99 alone) and
-            # its 256 features for every variant, so each modality alone has the width it
-            # has inside the fused model. With the default small CNN, image alone reached
-            # 0.936 and the fused model 0.994, no better than audio alone (0.994).
+            # The image tower of the MNIST CNN row (configs/mnist_cnn.py) and its 256
+            # features for every variant, so each modality alone has the width it has
+            # inside the fused model (why: results/config_choices.md).
             flax_cnn(config)
             config.model.hidden = (128,)
             if "image" not in CLASSIFIERS[model]:
                 config.model.encoder_kwargs = {}
-        # 2000 steps: ~6 steps/s for image + audio on 2 shared cores, so under 10 minutes.
+        # 2000 steps: each run under 10 minutes on a 2-core CPU (results/reproductions.md).
         run_length(config, steps=2000, batch_size=128, eval_every=1000, checkpoint_every=1000)
         if len(CLASSIFIERS[model]) > 1:  # accuracy with a modality missing or noisier
             config.evaluators = (*config.evaluators, "robustness")
