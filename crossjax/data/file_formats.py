@@ -372,14 +372,21 @@ def read_idx_file(path: str, ndim: int | None = None) -> np.ndarray:
     return body.reshape(shape)
 
 
-def _find_idx(folder: Path, split_names: tuple[str, ...], kind: str) -> str:
-    for name in split_names:
+# The idx files of each split: MNIST's names, or "test" for sets that renamed t10k.
+IDX_SPLIT_NAMES = {"train": ("train",), "test": ("t10k", "test")}
+
+
+def find_idx_file(folder: Path, split: str, kind: str, *, what: str = "", fix: str = "") -> str:
+    """The `kind` ("images" / "labels") idx file of `split` in `folder`; a CrossjaxError
+    naming the pattern looked for (`what` prefixes the set's name, `fix` ends it)."""
+    names = IDX_SPLIT_NAMES[split]
+    for name in names:
         found = sorted(folder.glob(f"*{name}-{kind}-idx*-ubyte*"))
         if found:
             return str(found[0])
     raise CrossjaxError(
-        f"no {split_names[0]} {kind} idx file in {folder} (looked for "
-        f"*{split_names[0]}-{kind}-idx?-ubyte[.gz])"
+        f"no {what}{split} {kind} idx file in {folder} (looked for "
+        f"*{names[0]}-{kind}-idx?-ubyte[.gz]){fix}"
     )
 
 
@@ -389,10 +396,10 @@ def read_idx(
     """MNIST-format train and t10k image/label files in folder `path`."""
     folder = Path(path)
     rows, row_splits, files = [], [], []
-    for split, names in (("train", ("train",)), ("test", ("t10k", "test"))):
+    for split in SPLITS:
         images_path, labels_path = (
-            _find_idx(folder, names, "images"),
-            _find_idx(folder, names, "labels"),
+            find_idx_file(folder, split, "images"),
+            find_idx_file(folder, split, "labels"),
         )
         images, labels = read_idx_file(images_path, 3), read_idx_file(labels_path, 1)
         if len(images) != len(labels):

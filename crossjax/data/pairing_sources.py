@@ -24,9 +24,7 @@ from crossjax.data.wav import BadWav, read_wav
 from crossjax.errors import CrossjaxError
 
 log = logging.getLogger(__name__)
-MNIST_SPLIT_FILES = {"train": ("train",), "test": ("t10k", "test")}
 FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)(\.wav)?$")
-MAX_NAMED = 5  # bad recordings named in the warning
 
 
 @dataclasses.dataclass
@@ -61,27 +59,17 @@ def catalog_recordings(source, limit: int) -> Recordings:
     return Recordings(lambda j: np.asarray(source[j]["audio"]), labels, names)
 
 
-def _find(folder: Path, split: str, kind: str) -> Path:
-    for name in MNIST_SPLIT_FILES[split]:
-        found = sorted(folder.glob(f"*{name}-{kind}-idx*-ubyte*"))
-        if found:
-            return found[0]
-    raise CrossjaxError(
-        f"no MNIST {split} {kind} idx file in {folder} (looked for "
-        f"*{MNIST_SPLIT_FILES[split][0]}-{kind}-idx?-ubyte[.gz]); point "
-        "data.pairing_sources.mnist at the folder of the four idx files"
-    )
-
-
 def local_images(folder: str, split: str, limit: int | None) -> DigitImages:
     """An MNIST split from the idx files in `folder` (the first `limit` digits)."""
-    from crossjax.data.file_formats import read_idx_file  # local: it imports Pillow & co.
+    from crossjax.data.file_formats import find_idx_file, read_idx_file  # local: Pillow & co.
 
     root = Path(folder)
     if not root.is_dir():
         raise CrossjaxError(f"data.pairing_sources.mnist={folder!r} is not a folder")
-    images = read_idx_file(str(_find(root, split, "images")))
-    labels = read_idx_file(str(_find(root, split, "labels"))).astype(np.int64)
+    fix = "; point data.pairing_sources.mnist at the folder of the four idx files"
+    images = read_idx_file(find_idx_file(root, split, "images", what="MNIST ", fix=fix))
+    labels = read_idx_file(find_idx_file(root, split, "labels", what="MNIST ", fix=fix))
+    labels = labels.astype(np.int64)
     if images.ndim != 3 or len(images) != len(labels) or images.shape[1:] != (28, 28):
         raise CrossjaxError(
             f"MNIST {split} idx files in {folder} hold {images.shape} images and "
@@ -99,6 +87,8 @@ def local_images(folder: str, split: str, limit: int | None) -> DigitImages:
 def local_recordings(folder: str) -> Recordings:
     """Every FSDD recording `{digit}_{speaker}_{take}.wav` in `folder`, sorted by name
     (all of them even for a tiny pairing: the first N names would hold few digits)."""
+    from crossjax.data.file_formats import named  # local: it imports Pillow & co.
+
     root = Path(folder)
     paths = sorted(root.glob("*.wav")) if root.is_dir() else []
     if not paths:
@@ -110,23 +100,22 @@ def local_recordings(folder: str) -> Recordings:
     for path in paths:
         match = FSDD_NAME.match(path.name)
         if not match:
-            bad.append(f"{path.name} (not named {{digit}}_{{speaker}}_{{take}}.wav)")
+            bad.append((path.name, "not named {digit}_{speaker}_{take}.wav"))
             continue
         try:
             audio, _ = read_wav(str(path))
         except BadWav as e:
-            bad.append(str(e))  # names the file
+            bad.append((path.name, str(e)))
             continue
         waves.append(audio)
         labels.append(int(match.group(1)))
         names.append(path.name)
     if bad:
-        named = "; ".join(bad[:MAX_NAMED]) + (
-            f"; and {len(bad) - MAX_NAMED} more" if len(bad) > MAX_NAMED else ""
+        log.warning(
+            "Skipped %d of %d recordings in %s: %s", len(bad), len(paths), folder, named(bad)
         )
-        log.warning("Skipped %d of %d recordings in %s: %s", len(bad), len(paths), folder, named)
     if not waves:
-        raise CrossjaxError(f"no usable recording in {folder}: {bad[0]}")
+        raise CrossjaxError(f"no usable recording in {folder}: {named(bad[:1])}")
     return Recordings(lambda j: waves[j], np.array(labels, np.int64), names)
 
 
