@@ -81,6 +81,22 @@ def base_config() -> ml_collections.ConfigDict:
             "missing_fraction": 0.0,
             "missing_modalities": (),
             "missing_seed": 0,
+            # Few labels: only num_labels training examples (num_labels / classes of each
+            # class) or labeled_fraction of them (stratified) keep their label, drawn once
+            # by label_seed from the training part (never validation or test); batches then
+            # carry `present/label` (B,) bool and an unlabelled row's label is 0. None: all.
+            "num_labels": None,
+            "labeled_fraction": None,
+            "label_seed": 0,
+            # Every training batch holds this many labelled examples (the labelled pool
+            # cycled, reshuffled each epoch) plus batch_size - labeled_batch_size unlabelled
+            # ones; None: a plain shuffle of all training examples.
+            "labeled_batch_size": None,
+            # Weak pairing: only this fraction of training examples (chosen by pairing_seed)
+            # keep all modalities; each other one becomes one single-modality example per
+            # modality (`present/<m>` marks which). 1.0: all paired.
+            "paired_fraction": 1.0,
+            "pairing_seed": 0,
             "cache": "auto",  # keep preprocessed splits in memory: auto (if small) | always | never
             "cache_max_mb": 2048,  # the size limit of cache="auto"
             "device_cache": True,  # keep a cached training split on the devices (1 process)

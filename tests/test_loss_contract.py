@@ -320,3 +320,40 @@ def test_a_loss_the_model_cannot_feed_fails_before_step_one(tmp_path):
     ):
         train_lib.train_and_evaluate(config, str(tmp_path), on_step=steps.append)
     assert steps == []
+
+
+# -- partly labelled batches ------------------------------------------------------------------
+
+
+def _supervised_losses() -> list[str]:
+    import crossjax.losses  # noqa: F401 - registers the built-in losses
+
+    return [n for n in LOSSES.names() if getattr(LOSSES.get(n), "example_mask", None)]
+
+
+@pytest.mark.parametrize("name", _supervised_losses())
+def test_an_unlabelled_examples_label_value_changes_no_gradient(name):
+    """Every loss masked by `present/label`: the hidden label of an unlabelled row (set to
+    anything) leaves the loss and its gradient unchanged; a labelled row's label does not."""
+    from crossjax.requirements import requirements_of
+
+    size, classes = 6, 5
+    needs = requirements_of(LOSSES.get(name))
+    rng = np.random.default_rng(0)
+    outputs = {k: jnp.asarray(rng.normal(size=(size, classes)), jnp.float32) for k in needs.outputs}
+    labelled = jnp.asarray([True, False, True, False, True, True])
+    loss = build_loss([(name, 1.0)])
+    ctx = LossContext(step=jnp.zeros((), jnp.int32), rng=jax.random.key(0))
+
+    def grads(labels):
+        batch = {"label": jnp.asarray(labels, jnp.int32), "present/label": labelled}
+        return jax.grad(lambda o: loss(o, batch, ctx)[0])(outputs)
+
+    base = grads([0, 1, 2, 3, 4, 0])
+    hidden_changed = grads([0, 4, 2, 0, 4, 0])  # rows 1 and 3 are unlabelled
+    chex.assert_trees_all_close(hidden_changed, base, atol=0)
+    shown_changed = grads([1, 1, 2, 3, 4, 0])  # row 0 is labelled
+    assert any(
+        not np.allclose(a, b)
+        for a, b in zip(jax.tree.leaves(shown_changed), jax.tree.leaves(base), strict=True)
+    )

@@ -36,6 +36,7 @@ class ShuffledBatchIndices:
     num_examples: int
     batch_size: int
     seed: int
+    stream: int = 0  # > 0: an independent stream of the same seed (seeded by (seed, e, stream))
 
     def __call__(self, batch_index: int) -> np.ndarray:
         n = self.num_examples
@@ -44,19 +45,50 @@ class ShuffledBatchIndices:
         parts = []
         for epoch in range(start // n, (stop - 1) // n + 1):
             lo, hi = max(start - epoch * n, 0), min(stop - epoch * n, n)
-            parts.append(_epoch_permutation(n, self.seed, epoch)[lo:hi])
+            parts.append(_epoch_permutation(n, self.seed, epoch, self.stream)[lo:hi])
         return np.concatenate(parts)
 
 
-@functools.lru_cache(maxsize=4)
-def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+@functools.lru_cache(maxsize=8)
+def _epoch_permutation(num_examples: int, seed: int, epoch: int, stream: int = 0) -> np.ndarray:
+    key = [seed, epoch] if not stream else [seed, epoch, stream]
+    return np.random.default_rng(key).permutation(num_examples)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LabeledBatchIndices:
+    """Batch j -> positions (batch_size,) int64: `labeled_batch_size` positions from the
+    endless shuffled stream of `labeled` (each epoch of that small pool reshuffled), then
+    batch_size - labeled_batch_size from the stream of `unlabeled`.
+
+    The two streams are `ShuffledBatchIndices` of their pools (streams 1 and 2 of `seed`),
+    so a batch depends only on j: deterministic and exactly resumable. `labeled` and
+    `unlabeled` (int64 positions of the training part) are disjoint, so every batch holds
+    exactly `labeled_batch_size` labelled rows.
+    """
+
+    labeled: np.ndarray
+    unlabeled: np.ndarray
+    batch_size: int
+    labeled_batch_size: int
+    seed: int
+
+    def __call__(self, batch_index: int) -> np.ndarray:
+        rest = self.batch_size - self.labeled_batch_size
+        pools = ((self.labeled, self.labeled_batch_size, 1), (self.unlabeled, rest, 2))
+        parts = [
+            pool[ShuffledBatchIndices(len(pool), size, self.seed, stream)(batch_index)]
+            for pool, size, stream in pools
+            if size
+        ]
+        return np.concatenate(parts).astype(np.int64)
 
 
 class IndexStream:
-    """`ShuffledBatchIndices` read in order, with Grain's iterator state format."""
+    """`ShuffledBatchIndices` (or `LabeledBatchIndices`) read in order, with Grain's
+    iterator state format."""
 
-    def __init__(self, batches: ShuffledBatchIndices, state: dict | None):
+    def __init__(self, batches: Callable[[int], np.ndarray], state: dict | None):
         self._batches = batches
         self._next = int(state["next_index"]) if state else 0
 

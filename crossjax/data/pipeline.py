@@ -32,6 +32,7 @@ from crossjax.data.batches import (
     EvalBatch,
     GlobalBatches,
     IndexStream,
+    LabeledBatchIndices,
     ShuffledBatchIndices,
     TrainSlice,
 )
@@ -42,6 +43,13 @@ from crossjax.data.catalog import (
     read_feature,
 )
 from crossjax.data.imaging import IMAGE_MODES, channels_of
+from crossjax.data.labels import (
+    label_settings,
+    labeled_batch_size,
+    labeled_subset,
+    paired_fraction_of,
+    weak_pairing,
+)
 from crossjax.data.preprocess import Preprocessor, collate
 from crossjax.data.rows import (
     SplitRows,
@@ -118,6 +126,7 @@ class DataPipeline:
             )
         self.modalities = modalities
         self.features = self._feature_map()
+        self._label_values: np.ndarray | None = None
         self.row_indices = self._row_indices(held_out=validation is None)
         self.num_examples = {k: len(v) for k, v in self.row_indices.items()}
         self.num_train = self.num_examples["train"]
@@ -134,11 +143,16 @@ class DataPipeline:
             all_captions=int(config.get("all_captions", 0) or 0),
         )
         self.spec = self._spec()
+        self.presence = self._incomplete_training_part()
         if self.num_train < batch_size:
             raise ConfigError(
                 f"batch_size={batch_size} exceeds the {self.num_train} training examples of {config.name!r}"
             )
-        self.presence = self._missing_modalities()
+        self.labeled_batch_size = labeled_batch_size(
+            config.get("labeled_batch_size", None),
+            batch_size,
+            (self.presence or {}).get("present/label"),
+        )
         self._rows: dict[str, SplitRows] = {}
 
     # -- splits ---------------------------------------------------------------------------
@@ -154,7 +168,7 @@ class DataPipeline:
                 sizes["train"],
                 fraction,
                 seed,
-                self._train_feature(self.features.get("label")),
+                self._train_labels(),
                 self._train_feature(self._validation_group()),
             )
             indices["validation"] = holdout
@@ -183,6 +197,12 @@ class DataPipeline:
                 f"data.validation_group={path!r} is not a feature of {self.config.name!r}"
             ) from None
         return values if values.ndim == 1 else None
+
+    def _train_labels(self) -> np.ndarray | None:
+        """(N,) labels of the whole train split (read once), None without a label feature."""
+        if self._label_values is None:
+            self._label_values = self._train_feature(self.features.get("label"))
+        return self._label_values
 
     def rows(self, part: str) -> SplitRows:
         """The rows of `part` ("train", "validation", "test"), made (and cached in memory
@@ -254,6 +274,39 @@ class DataPipeline:
         for m in self.modalities:  # modalities never dropped are present everywhere
             table.setdefault(f"present/{m}", np.ones(self.num_train, bool))
         return table
+
+    def _incomplete_training_part(self) -> dict[str, np.ndarray] | None:
+        """The training part's `present/<m>` and `present/label` (N,) bool tables, None
+        when it is complete and fully labelled. `data.num_labels`/`labeled_fraction` pick
+        the labelled examples (crossjax.data.labels); `data.paired_fraction` < 1 re-views
+        the training part (one copy per modality of each unpaired example), after the
+        labels are drawn, so an example's copies share its labelled state."""
+        presence = self._missing_modalities()
+        num_labels, fraction = label_settings(self.config)
+        labeled = None
+        if num_labels is not None or fraction is not None:
+            labels = self._train_labels() if "label" in self.features else None
+            if labels is None:
+                raise ConfigError(
+                    f"data.num_labels/labeled_fraction need a label feature, and "
+                    f"{self.config.name!r} has none here; set data.label_key or unset them"
+                )
+            labels = labels[self.row_indices["train"]]
+            num_classes = self.spec.num_classes or int(labels.max()) + 1
+            seed = int(self.config.get("label_seed", 0) or 0)
+            labeled = labeled_subset(
+                labels, num_classes, seed, num_labels=num_labels, fraction=fraction
+            )
+        paired = paired_fraction_of(self.config, self.modalities)
+        if paired < 1:
+            seed = int(self.config.get("pairing_seed", 0) or 0)
+            positions, presence = weak_pairing(self.num_train, self.modalities, paired, seed)
+            self.row_indices["train"] = self.row_indices["train"][positions]
+            self.num_examples["train"] = self.num_train = len(positions)
+            labeled = labeled[positions] if labeled is not None else None
+        if labeled is not None:
+            presence = {**(presence or {}), "present/label": labeled}
+        return presence
 
     def _has_feature(self, path: str) -> bool:
         return catalog.find_feature(self.info.features, path) is not None
@@ -386,7 +439,19 @@ class DataPipeline:
         )
 
     # -- iterators ------------------------------------------------------------------------
-    def _batch_indices(self) -> ShuffledBatchIndices:
+    def _batch_indices(self) -> ShuffledBatchIndices | LabeledBatchIndices:
+        """Batch j -> training positions: a plain shuffle, or `data.labeled_batch_size`
+        labelled ones from the labelled pool plus the rest from the unlabelled pool (only
+        the unlabelled examples, so every batch holds exactly that many labelled rows)."""
+        if self.labeled_batch_size:
+            labeled = self.presence["present/label"]
+            return LabeledBatchIndices(
+                np.flatnonzero(labeled),
+                np.flatnonzero(~labeled),
+                self.batch_size,
+                self.labeled_batch_size,
+                self.seed,
+            )
         return ShuffledBatchIndices(self.num_train, self.batch_size, self.seed)
 
     def train_iterator(self, state: dict | None = None) -> grain.DatasetIterator:

@@ -86,11 +86,23 @@ def validation_holdout(
     if labels is None:
         return np.sort(rng.permutation(num_examples)[:size]).astype(np.int64)
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    share = counts * size / num_examples
+    return draw_per_class(rng, inverse, proportional_shares(counts, size))
+
+
+def proportional_shares(counts: np.ndarray, size: int) -> np.ndarray:
+    """(K,) int64 shares of `size` proportional to the class `counts` (K,); the largest
+    remainders settle rounding, so they sum to `size` exactly."""
+    share = counts * size / counts.sum()
     take = np.floor(share).astype(np.int64)
     order = np.argsort(-(share - take), kind="stable")
     take[order[: size - take.sum()]] += 1
-    chosen = [rng.permutation(np.flatnonzero(inverse == c))[:n] for c, n in enumerate(take)]
+    return take
+
+
+def draw_per_class(rng: np.random.Generator, classes: np.ndarray, take: np.ndarray) -> np.ndarray:
+    """Sorted int64 indices: `take[c]` examples drawn by `rng` among those whose entry of
+    `classes` (N,) int is c, for each class c in order."""
+    chosen = [rng.permutation(np.flatnonzero(classes == c))[:n] for c, n in enumerate(take)]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
