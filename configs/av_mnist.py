@@ -19,6 +19,14 @@ the MNIST CNN run found beside the workdir (runs/av_mvae -> runs/coherence/mnist
 train it with configs/mnist_cnn.py, scripts/reproduce.py does). Flags: `missing`
 (half of the training examples lose one modality), `tiny` (a few steps on the pairing
 of the first 300 digits, judged by coherence/mnist_cnn_tiny). E.g. `:mopoe_missing`.
+
+Few labels (100 labelled pairs, 10 per digit; the rest unlabelled; crossjax/losses/
+consistency.py): `cotrain` (an image and an audio classifier side by side,
+crossjax/models/modality_heads.py; each one's confident prediction labels the other
+modality's strongly augmented view; reports each head's accuracy and the averaged
+prediction's), and the flags `fixmatch` (FixMatch on the chosen classifier: `:image_fixmatch`,
+`:audio_fixmatch` are the single-modality semi-supervised baselines co-training must
+beat) and `few` (the same 100 labels, supervised cross-entropy only: `:image_few`).
 """
 
 import ml_collections
@@ -50,7 +58,15 @@ VAES = {
 # with coherence) stays under 10 minutes on a 2-core CPU (timings and the 2,000-step
 # probe: results/config_choices.md).
 VAE_STEPS = {"mvae": 1200, "mopoe": 1200, "mmvae": 1200}
-FLAGS = ("tiny", "missing")
+FLAGS = ("tiny", "missing", "few", "fixmatch")
+COTRAIN = "cotrain"  # the image and audio classifiers of crossjax.models.modality_heads
+FEW_LABELS = 100  # labelled training pairs of the few-labels variants (10 per digit)
+# Rows per step: LABELED labelled + the rest unlabelled (FixMatch's mu = 3), each seen as a
+# weak and a strong view; steps so that a run stays under 10 minutes on a 2-core CPU
+# (probe: results/config_choices.md, "av_mnist few labels").
+LABELED = 32
+FEW_LABEL_STEPS = {"cotrain": 800, "fixmatch": 1200, "few": 2000}
+CONSISTENCY = {"threshold": 0.95, "unlabeled_weight": 1.0}
 JUDGE = "coherence/mnist_cnn"  # the MNIST CNN run, beside the VAE's workdir
 PAIRS = ("audio_to_image", "text_to_image", "text+audio_to_image")
 
@@ -58,14 +74,22 @@ PAIRS = ("audio_to_image", "text_to_image", "text+audio_to_image")
 def split_variant(variant: str | None) -> tuple[str, list[str]]:
     """(model, flags) of a variant such as "mopoe_missing_tiny"; ConfigError otherwise."""
     parts = variant.split("_") if variant else []
-    models = [p for p in parts if p in CLASSIFIERS or p in VAES]
+    models = [p for p in parts if p in CLASSIFIERS or p in VAES or p == COTRAIN]
     flags = [p for p in parts if p not in models]
     if len(models) > 1 or set(flags) - set(FLAGS) or len(set(flags)) < len(flags):
         raise ConfigError(
             f"unknown config variant {variant!r} of configs/av_mnist.py; valid: one model "
-            f"({', '.join([*CLASSIFIERS, *VAES])}) and/or the flags {', '.join(FLAGS)}, joined by '_'"
+            f"({', '.join([*CLASSIFIERS, *VAES, COTRAIN])}) and/or the flags {', '.join(FLAGS)}, joined by '_'"
         )
-    return (models[0] if models else "fusion"), flags
+    model = models[0] if models else "fusion"
+    if (model in VAES and {"few", "fixmatch"} & set(flags)) or (
+        model == COTRAIN and {"few", "fixmatch", "missing"} & set(flags)
+    ):
+        raise ConfigError(
+            f"config variant {variant!r} of configs/av_mnist.py: the flags few and fixmatch "
+            "go with a classifier model (e.g. image_fixmatch), and cotrain takes neither"
+        )
+    return model, flags
 
 
 def local_sources(config: ml_collections.ConfigDict) -> None:
@@ -97,12 +121,36 @@ def vae_config(model: str, flags: list[str]) -> ml_collections.ConfigDict:
     return config
 
 
+def few_labels(config: ml_collections.ConfigDict, model: str, flags: list[str]) -> None:
+    """100 labelled training pairs and the objective of the variant: co-training, FixMatch
+    or (flag `few`) cross-entropy on batches of labelled pairs only."""
+    tiny = "tiny" in flags
+    config.data.num_labels = 10 if tiny else FEW_LABELS
+    labeled = 4 if tiny else LABELED
+    if model == COTRAIN:
+        method = COTRAIN
+        config.model.name = "modality_heads_classifier"
+        config.losses = (("cotraining", 1.0, {"modalities": CLASSIFIERS["av"], **CONSISTENCY}),)
+        config.evaluators = (("head_accuracy", {"modalities": CLASSIFIERS["av"]}),)
+    elif "fixmatch" in flags:
+        method = "fixmatch"
+        config.losses = (("fixmatch", 1.0, CONSISTENCY),)
+    else:
+        method, labeled = "few", config.batch_size
+    config.data.labeled_batch_size = labeled
+    if not tiny:
+        config.num_train_steps = FEW_LABEL_STEPS[method]
+        config.eval_every = config.num_train_steps // 4
+        config.checkpoint_every = config.eval_every
+
+
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     model, flags = split_variant(variant)
     if model in VAES:
         config = vae_config(model, flags)
     else:
-        config = catalog_classifier(DATASET, CLASSIFIERS[model], None)
+        modalities = CLASSIFIERS["av" if model == COTRAIN else model]
+        config = catalog_classifier(DATASET, modalities, None)
         config.data.max_vocab_size = 256
         if "tiny" not in flags:
             # The image tower of the MNIST CNN row (configs/mnist_cnn.py) and its 256
@@ -110,17 +158,19 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             # inside the fused model (why: results/config_choices.md).
             flax_cnn(config)
             config.model.hidden = (128,)
-            if "image" not in CLASSIFIERS[model]:
+            if "image" not in modalities:
                 config.model.encoder_kwargs = {}
         # 2000 steps: each run under 10 minutes on a 2-core CPU (results/reproductions.md).
         run_length(config, steps=2000, batch_size=128, eval_every=1000, checkpoint_every=1000)
-        if len(CLASSIFIERS[model]) > 1:  # accuracy with a modality missing or noisier
+        if len(modalities) > 1:  # accuracy with a modality missing or noisier
             config.evaluators = (*config.evaluators, "robustness")
         if "missing" in flags:
             config.data.missing_fraction = 0.5
         if is_tiny("tiny" if "tiny" in flags else None):
             shrink_to_tiny(config)  # -> crossjax_av_mnist/tiny
             tiny_catalog(config, "train", "test")
+        if model == COTRAIN or {"few", "fixmatch"} & set(flags):
+            few_labels(config, model, flags)
     if "tiny" in flags:
         # A few recordings per digit: a hold-out by recording (the dataset's default) can
         # leave a class out of validation, so tiny runs hold out pairs.

@@ -10,6 +10,7 @@ from crossjax.evaluators import (  # noqa: F401 - imported to register the built
     contrastive,
     crossmodal,
     generative,
+    heads,
     pictures,
     robustness,
 )

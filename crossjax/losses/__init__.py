@@ -4,7 +4,14 @@ The contract (per-example values, masks, declared needs) is in `crossjax.losses.
 importing this package registers the built-in losses.
 """
 
-from crossjax.losses import classification, contrastive, generative, multimodal, sequence
+from crossjax.losses import (
+    classification,
+    consistency,
+    contrastive,
+    generative,
+    multimodal,
+    sequence,
+)
 from crossjax.losses.base import (
     LOSSES,
     CombinedLoss,
@@ -28,6 +35,7 @@ __all__ = [
     "masked_by",
     "require_output",
     "classification",
+    "consistency",
     "contrastive",
     "generative",
     "multimodal",
