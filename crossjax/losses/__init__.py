@@ -4,7 +4,14 @@ The contract (per-example values, masks, declared needs) is in `crossjax.losses.
 importing this package registers the built-in losses.
 """
 
-from crossjax.losses import classification, contrastive, generative, multimodal, sequence
+from crossjax.losses import (
+    classification,
+    contrastive,
+    generative,
+    multimodal,
+    semi_supervised_vae,
+    sequence,
+)
 from crossjax.losses.base import (
     LOSSES,
     CombinedLoss,
@@ -31,5 +38,6 @@ __all__ = [
     "contrastive",
     "generative",
     "multimodal",
+    "semi_supervised_vae",
     "sequence",
 ]
