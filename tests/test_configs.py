@@ -33,6 +33,7 @@ VARIANTS = {
     "files_vae": [*TINY, "iwae", "iwae_tiny"],
     "files_clip": [*TINY, "siglip", "siglip_tiny"],
     "mnist_vae": TINY,
+    "mnist_m2": TINY,
     "mnist_cnn": [*TINY, "fashion", "fashion_tiny"],
     "av_mnist": [*TINY, "av", "image", "audio_tiny", "text", "mvae", "mopoe_tiny", "mmvae_missing",
                  "mvae_missing_tiny", "fusion_missing", "cotrain", "cotrain_tiny",

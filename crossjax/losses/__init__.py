@@ -10,6 +10,7 @@ from crossjax.losses import (
     contrastive,
     generative,
     multimodal,
+    semi_supervised_vae,
     sequence,
 )
 from crossjax.losses.base import (
@@ -39,5 +40,6 @@ __all__ = [
     "contrastive",
     "generative",
     "multimodal",
+    "semi_supervised_vae",
     "sequence",
 ]
