@@ -252,6 +252,16 @@ def chosen_figures(workdir: Path, log_path: Path) -> tuple[dict[str, float], dic
     return best, json.loads(output.strip().splitlines()[-1])
 
 
+def finished(workdir: Path) -> bool:
+    """True when `workdir` holds a run that ended: its config and a final validation and
+    test record in metrics.jsonl."""
+    try:
+        splits = {r.get("split") for r in read_records(workdir)}
+    except (OSError, ValueError):
+        return False
+    return (workdir / "config.json").exists() and {"validation", "test"} <= splits
+
+
 def _run_logged(argv: list[str], log_path: Path) -> str:
     """Runs `python argv` from the repository root, appending its output to `log_path`;
     RuntimeError naming the log when it fails. Returns its stdout."""
@@ -279,8 +289,12 @@ def run_row(
     data_paths: Mapping[str, str],
     workdir_root: str | Path,
     echo: Callable[[str], None] = print,
+    *,
+    reuse: bool = False,
 ) -> dict[str, Any]:
-    """Trains every run of `row` for every seed and returns its results record."""
+    """Trains every run of `row` for every seed and returns its results record. With
+    `reuse`, a run whose workdir already holds its final validation and test records is
+    read, not trained again (a sweep resumed after a stop)."""
     root = Path(workdir_root).resolve()
     (root / "logs").mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
@@ -298,10 +312,15 @@ def run_row(
                 argv = train_command(run, _from_repo(workdir), seed, data_paths)
                 commands.append("python " + shlex.join(argv))
                 echo(f"[{row.name}] {run.label} seed {seed}: {commands[-1]}")
-                shutil.rmtree(workdir, ignore_errors=True)  # a rerun starts afresh
-                log_path.unlink(missing_ok=True)
                 record["log"] = str(log_path)
-                _run_logged(argv, log_path)
+                if reuse and finished(workdir):
+                    echo(
+                        f"[{row.name}] {run.label} seed {seed}: finished before, reading {workdir}"
+                    )
+                else:
+                    shutil.rmtree(workdir, ignore_errors=True)  # a rerun starts afresh
+                    log_path.unlink(missing_ok=True)
+                    _run_logged(argv, log_path)
                 validation, test = chosen_figures(workdir, log_path)
                 figures["validation"].append(float(validation[run.metric]))
                 figures["test"].append(float(test[run.metric]))

@@ -125,6 +125,19 @@ def test_tiny_configs_train_on_the_local_pairing(variant, sources, tmp_path):
     assert metrics["num_examples"] == 2 * 40 and np.isfinite(metrics["loss"])  # k = 2
 
 
+def test_cotraining_variant_trains_on_partly_labelled_pairs(sources, tmp_path):
+    config = av_mnist.get_config("cotrain_tiny")
+    config.data.pairing_sources.mnist, config.data.pairing_sources.spoken_digit = sources
+    config.data.data_dir = str(tmp_path / "data")
+    config.num_devices, config.num_train_steps, config.batch_size = 1, 2, 8
+    assert config.data.num_labels == 10 and config.data.labeled_batch_size == 4
+    metrics = train_lib.train_and_evaluate(config, str(tmp_path / "run"))["test"]
+    for m in ("image", "audio"):  # each head's own accuracy beside the averaged one
+        assert 0.0 <= metrics[f"head_accuracy/{m}"] <= 1.0
+        assert 0.0 <= metrics[f"pseudo_label_rate/{m}"] <= 1.0
+    assert np.isfinite(metrics["loss"]) and 0.0 <= metrics["accuracy"] <= 1.0
+
+
 def test_variants_choose_models_and_reject_unknown_ones():
     assert av_mnist.get_config("audio").data.modalities == ("audio",)
     vae = av_mnist.get_config("mopoe_missing")
@@ -134,3 +147,8 @@ def test_variants_choose_models_and_reject_unknown_ones():
     assert "audio_to_image" in coherence["pairs"]
     with pytest.raises(ConfigError, match="one model"):
         av_mnist.get_config("mvae_mopoe")
+    with pytest.raises(ConfigError, match="go with a classifier model"):
+        av_mnist.get_config("mopoe_fixmatch")
+    fixmatch = av_mnist.get_config("audio_fixmatch")
+    assert fixmatch.losses[0][0] == "fixmatch" and fixmatch.data.num_labels == 100
+    assert av_mnist.get_config("image_few").data.labeled_batch_size == 128

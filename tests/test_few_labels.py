@@ -1,0 +1,101 @@
+"""scripts/few_labels.py end to end on a tiny idx fixture (one tiny FixMatch run, then a
+rerun that skips it and one that reads the finished run back), and the pieces of
+crossjax.few_labels: methods, sweep points, the table with the published figures."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crossjax import few_labels
+from crossjax.errors import ConfigError
+from tests.test_reproduce import write_mnist_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sweep(tmp_path, *flags):
+    return subprocess.run(
+        [sys.executable, "scripts/few_labels.py", f"--workdir_root={tmp_path / 'runs'}",
+         f"--out={tmp_path / 'results'}", *flags],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def test_sweep_trains_writes_json_table_curve_and_skips_finished_points(tmp_path):
+    mnist = write_mnist_idx(tmp_path / "mnist")
+    flags = ("--methods=mnist/fixmatch:tiny", "--num_labels=20", f"--mnist={mnist}")
+    done = _sweep(tmp_path, *flags)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = tmp_path / "results"
+    (row,) = json.loads((results / "few_labels.json").read_text())
+    assert row["dataset"] == "mnist" and row["method"] == "fixmatch:tiny"
+    assert row["num_labels"] == 20 and row["paired_fraction"] is None and row["seeds"] == [0]
+    assert 0.0 <= row["test_error"] <= 1.0 and 0.0 <= row["validation_error"] <= 1.0
+    assert "--config.data.num_labels=20" in row["command"] and f"path={mnist}" in row["command"]
+    assert row["wall_s"] > 0 and row["status"] == "ok"
+    assert (results / "few_labels.png").stat().st_size > 0
+    table = (results / "few_labels.md").read_text()
+    assert "| mnist | fixmatch:tiny | 20 |" in table and row["command"] in table
+    # Rerun: the point is in the results, so nothing trains.
+    again = _sweep(tmp_path, *flags)
+    assert again.returncode == 0 and "skipped" in again.stdout
+    assert json.loads((results / "few_labels.json").read_text()) == [row]
+    # Results lost, runs kept: the finished run is read back, not trained again.
+    (results / "few_labels.json").unlink()
+    reread = _sweep(tmp_path, *flags)
+    assert reread.returncode == 0 and "finished before" in reread.stdout
+    assert (
+        json.loads((results / "few_labels.json").read_text())[0]["test_error"] == row["test_error"]
+    )
+
+
+def test_sweep_points_name_their_override_target_and_published_figures():
+    methods = few_labels.select_methods(["mnist/fixmatch", "mnist/supervised", "av_mnist/mopoe"])
+    rows = few_labels.sweep_rows(methods, num_labels=(100, 600), paired_fractions=(0.1,))
+    names = [r.reproduce_row().name for r in rows]
+    assert names == [
+        "mnist_fixmatch_labels100", "mnist_fixmatch_labels600",
+        "mnist_supervised_labels100", "mnist_supervised_labels600", "av_mnist_mopoe_paired0.1",
+    ]  # fmt: skip
+    fixmatch = rows[0].reproduce_row()
+    assert fixmatch.runs[0].overrides == ("--config.data.num_labels=100",)
+    assert fixmatch.target == "test error <= 5.0%" and "M1+M2 3.33 %" in fixmatch.published
+    assert fixmatch.check({"fixmatch": 0.96}) and not fixmatch.check({"fixmatch": 0.94})
+    assert rows[2].reproduce_row().target == "report"
+    vae = rows[4].reproduce_row()
+    assert vae.runs[0].overrides == ("--config.data.paired_fraction=0.1",)
+    assert vae.runs[0].metric == "coherence/audio_to_image" and vae.published == "-"
+    commands = few_labels.dry_run_commands(rows[:1], [0, 1], {"mnist": "/d"}, "runs")
+    assert len(commands) == 2 and "--config.data.source.path=/d" in commands[0]
+
+
+def test_bad_methods_and_values_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown few-labels method 'mnist/nope'"):
+        few_labels.select_methods(["mnist/nope"])
+    mopoe = few_labels.select_methods(["av_mnist/mopoe"])
+    with pytest.raises(ConfigError, match="--paired_fractions"):
+        few_labels.sweep_rows(mopoe, num_labels=(100,))
+    with pytest.raises(ConfigError, match="paired fraction 1.5"):
+        few_labels.sweep_rows(mopoe, paired_fractions=(1.5,))
+    with pytest.raises(ConfigError, match="num_labels 0"):
+        few_labels.sweep_rows(few_labels.select_methods(None), num_labels=(0,))
+
+
+def test_table_reports_heads_spread_and_failures():
+    rows = [
+        {"dataset": "av_mnist", "method": "cotrain", "num_labels": 100, "paired_fraction": None,
+         "test_error": 0.1, "test_error_spread": 0.01, "validation_error": 0.12,
+         "seeds": [0, 1], "command": "python scripts/train.py x", "wall_s": 5.0,
+         "status": "ok", "target": "report", "met": None, "published": "-",
+         "test_head_accuracy/image": 0.8, "test_head_accuracy/audio": 0.7},
+        {"dataset": "mnist", "method": "m2", "num_labels": 100, "paired_fraction": None,
+         "test_error": None, "validation_error": None, "seeds": [0], "command": "c",
+         "wall_s": 1.0, "status": "failed", "error": "RuntimeError: x", "target": "t",
+         "met": False, "published": "M2 11.97 %"},
+    ]  # fmt: skip
+    table = few_labels.results_markdown(rows)
+    assert "10.00 % ± 1.00 (image head 20.00 %, audio head 30.00 %)" in table
+    assert "failed: RuntimeError: x" in table and "M2 11.97 %" in table
