@@ -65,7 +65,7 @@ FEW_LABELS = 100  # labelled training pairs of the few-labels variants (10 per d
 # weak and a strong view; steps so that a run stays under 10 minutes on a 2-core CPU
 # (probe: results/config_choices.md, "av_mnist few labels").
 LABELED = 32
-FEW_LABEL_STEPS = {"cotrain": 600, "fixmatch": 1000, "few": 2000}
+FEW_LABEL_STEPS = {"cotrain": 500, "fixmatch": 800, "few": 2000}
 CONSISTENCY = {"threshold": 0.95, "unlabeled_weight": 1.0}
 JUDGE = "coherence/mnist_cnn"  # the MNIST CNN run, beside the VAE's workdir
 PAIRS = ("audio_to_image", "text_to_image", "text+audio_to_image")
