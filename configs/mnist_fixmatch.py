@@ -25,7 +25,7 @@ NUM_LABELS = 100
 # each seen as a weak and a strong view (2 x BATCH images through the CNN per step).
 BATCH, LABELED = 128, 32
 # 1,200 steps of ~0.3 s on a 2-core CPU (probe: results/config_choices.md,
-# "mnist_fixmatch"): ~6 min of training, plus start-up and four evaluations whose loss
+# "mnist_fixmatch"): ~6 min of training, plus start-up and three validation passes whose loss
 # also runs the two augmented views, so a run stays near 8.5 minutes.
 STEPS = 1200
 FIXMATCH = {"threshold": 0.95, "unlabeled_weight": 1.0}
