@@ -8,11 +8,15 @@ import numpy as np
 import optax
 import pytest
 
+from crossjax import train as train_lib
+from crossjax.config import load_config_file
 from crossjax.data.spec import DataSpec, dummy_batch
 from crossjax.errors import ConfigError
 from crossjax.losses import LossContext, build_loss
 from crossjax.losses.consistency import labelled_row_weights
 from crossjax.models.modality_heads import modality_heads_classifier
+from crossjax.reproduce import read_records
+from tests.test_real_data import write_idx
 
 B, K = 8, 4
 IDENTITY = {"image": {}, "audio": {}}  # views equal to the input: values checkable by hand
@@ -176,3 +180,19 @@ def test_modality_heads_average_the_present_heads():
     )
     with pytest.raises(ConfigError, match="at least two modalities"):
         modality_heads_classifier({**HEADS, "modalities": ("image",)}, SPEC)
+
+
+def test_mnist_fixmatch_tiny_trains_with_gradient_accumulation(tmp_path):
+    """The trainer end to end on idx files with 10 labels; the loss's extra forward pass
+    also runs per micro-batch (grad_accum_steps=2)."""
+    config = load_config_file("configs/mnist_fixmatch.py:tiny")
+    config.data.source.path = str(write_idx(tmp_path / "idx"))
+    config.data.data_dir = str(tmp_path / "data")
+    config.data.source.splits = ("train", "test")  # the fixture is smaller than the slices
+    config.num_devices, config.grad_accum_steps = 1, 2
+    config.num_train_steps, config.batch_size, config.log_every = 2, 8, 1
+    assert config.data.num_labels == 10 and config.data.labeled_batch_size == 4
+    metrics = train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+    train = [r for r in read_records(tmp_path / "run") if r.get("split") == "train"]
+    assert train and all(0.0 <= r["pseudo_label_rate"] <= 1.0 for r in train)
+    assert np.isfinite(metrics["test"]["loss"]) and metrics["test"]["num_examples"] == 16
