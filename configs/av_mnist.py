@@ -17,13 +17,18 @@ curves, accuracy with a modality missing or noisier, in WORKDIR/images/robustnes
 digits_mvae.py's recipe on these views), whose audio -> image coherence is judged by
 the MNIST CNN run found beside the workdir (runs/av_mvae -> runs/coherence/mnist_cnn;
 train it with configs/mnist_cnn.py, scripts/reproduce.py does). Flags: `missing`
-(half of the training examples lose one modality), `tiny` (a few steps on the pairing
-of the first 300 digits, judged by coherence/mnist_cnn_tiny). E.g. `:mopoe_missing`.
+(half of the training examples lose one modality), `labels` (only 100 training examples
+keep their label, 10 per digit; a quarter of every batch is labelled: the classifiers
+train on those alone, the supervised-only baseline; the VAEs add the label as a fourth
+modality and classify by inferring it from the others, e.g. `:mopoe_labels`), `weak`
+(only 10% of the training pairs stay paired, the rest become single-modality examples),
+`tiny` (a few steps on the pairing of the first 300 digits, judged by
+coherence/mnist_cnn_tiny). E.g. `:mopoe_missing`.
 """
 
 import ml_collections
 
-from configs.common import is_tiny, run_length, shrink_to_tiny, tiny_catalog
+from configs.common import best_checkpoint, is_tiny, run_length, shrink_to_tiny, tiny_catalog
 from configs.digits_mvae import ALIGNMENT, BETA, WEIGHTS, multimodal_vae_config
 from configs.mnist import catalog_classifier
 from configs.mnist_cnn import flax_cnn
@@ -50,7 +55,10 @@ VAES = {
 # with coherence) stays under 10 minutes on a 2-core CPU (timings and the 2,000-step
 # probe: results/config_choices.md).
 VAE_STEPS = {"mvae": 1200, "mopoe": 1200, "mmvae": 1200}
-FLAGS = ("tiny", "missing")
+FLAGS = ("tiny", "missing", "labels", "weak")
+NUM_LABELS = {False: 100, True: 20}  # `labels`: full / tiny (a few examples per digit)
+LABEL_WEIGHT = 50.0  # the label's NLL (~2.3 nats) against the image's hundreds (not tuned)
+PAIRED_FRACTION = 0.1  # `weak`
 JUDGE = "coherence/mnist_cnn"  # the MNIST CNN run, beside the VAE's workdir
 PAIRS = ("audio_to_image", "text_to_image", "text+audio_to_image")
 
@@ -87,7 +95,7 @@ def vae_config(model: str, flags: list[str]) -> ml_collections.ConfigDict:
     posterior, loss, kwargs, fields = VAES[model]
     config = multimodal_vae_config(
         posterior, loss, kwargs, "_".join(flags) or None, dataset=DATASET,
-        modalities=MODALITIES, model_fields=fields,
+        modalities=MODALITIES, model_fields=fields, extra_flags=("labels", "weak"),
     )  # fmt: skip
     if model == "mvae":  # as configs/digits_mvae.py: the contrastive term aligns the experts
         config.losses = (*config.losses, ALIGNMENT)
@@ -95,6 +103,23 @@ def vae_config(model: str, flags: list[str]) -> ml_collections.ConfigDict:
         config.num_train_steps = VAE_STEPS[model]
     config.evaluators = (*config.evaluators, coherence_judge("tiny" in flags))
     return config
+
+
+def few_labels(config: ml_collections.ConfigDict, tiny: bool, vae: bool) -> None:
+    """`labels`: NUM_LABELS labelled training examples, a quarter of each batch (a
+    classifier sees only those: every row of its batch is labelled). A VAE gets the label
+    as one more modality, keeps the checkpoint with the best validation accuracy of the
+    label inferred from the other modalities, and reports it per modality alone."""
+    config.data.num_labels = NUM_LABELS[tiny]
+    quarter = max(1, config.batch_size // 4)
+    config.data.labeled_batch_size = quarter if vae else config.batch_size
+    if vae:
+        config.model.modalities = (*config.model.modalities, "label")
+        name, weight, kwargs = config.losses[0]
+        kwargs = {**kwargs, "weights": {**kwargs["weights"], "label": LABEL_WEIGHT}}
+        config.losses = ((name, weight, kwargs), *config.losses[1:])
+        config.evaluators = (*config.evaluators, ("label_inference", {}))
+        best_checkpoint(config, "accuracy", "max")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -121,6 +146,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         if is_tiny("tiny" if "tiny" in flags else None):
             shrink_to_tiny(config)  # -> crossjax_av_mnist/tiny
             tiny_catalog(config, "train", "test")
+    if "labels" in flags:
+        few_labels(config, "tiny" in flags, model in VAES)
+    if "weak" in flags:
+        config.data.paired_fraction = PAIRED_FRACTION
     if "tiny" in flags:
         # A few recordings per digit: a hold-out by recording (the dataset's default) can
         # leave a class out of validation, so tiny runs hold out pairs.

@@ -36,7 +36,8 @@ VARIANTS = {
     "mnist_m2": TINY,
     "mnist_cnn": [*TINY, "fashion", "fashion_tiny"],
     "av_mnist": [*TINY, "av", "image", "audio_tiny", "text", "mvae", "mopoe_tiny", "mmvae_missing",
-                 "mvae_missing_tiny", "fusion_missing"],
+                 "mvae_missing_tiny", "fusion_missing", "mopoe_labels", "mopoe_labels_tiny",
+                 "image_labels", "mvae_weak"],
     **{
         name: TINY
         for name in (

@@ -10,6 +10,7 @@ from crossjax.evaluators import (  # noqa: F401 - imported to register the built
     contrastive,
     crossmodal,
     generative,
+    label_inference,
     pictures,
     robustness,
 )
