@@ -115,6 +115,11 @@ def few_labels(config: ml_collections.ConfigDict, tiny: bool, vae: bool) -> None
     quarter = max(1, config.batch_size // 4)
     config.data.labeled_batch_size = quarter if vae else config.batch_size
     if vae:
+        if not tiny:
+            # A fourth modality doubles the subsets (7 -> 15) and the decoding: 9.6 vs 5.0
+            # GFLOP per step (scripts/benchmark.py, MoPoE, batch 128: 289 vs 117 ms on the
+            # busy 2-core CPU), so half the steps keep a run under 10 minutes.
+            config.num_train_steps = config.num_train_steps // 2
         config.model.modalities = (*config.model.modalities, "label")
         name, weight, kwargs = config.losses[0]
         kwargs = {**kwargs, "weights": {**kwargs["weights"], "label": LABEL_WEIGHT}}

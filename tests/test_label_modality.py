@@ -94,6 +94,7 @@ def test_av_mnist_label_and_weak_variants():
     assert config.data.labeled_batch_size == config.batch_size // 4
     assert config.losses[0][2]["weights"]["label"] == av_mnist.LABEL_WEIGHT
     assert config.best_metric == "label_inference/accuracy_image"
+    assert config.num_train_steps == av_mnist.VAE_STEPS["mopoe"] // 2
     baseline = av_mnist.get_config("image_labels")  # supervised only: the labelled rows
     assert baseline.data.labeled_batch_size == baseline.batch_size
     assert av_mnist.get_config("mvae_weak").data.paired_fraction == av_mnist.PAIRED_FRACTION
