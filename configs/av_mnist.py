@@ -17,21 +17,25 @@ curves, accuracy with a modality missing or noisier, in WORKDIR/images/robustnes
 digits_mvae.py's recipe on these views), whose audio -> image coherence is judged by
 the MNIST CNN run found beside the workdir (runs/av_mvae -> runs/coherence/mnist_cnn;
 train it with configs/mnist_cnn.py, scripts/reproduce.py does). Flags: `missing`
-(half of the training examples lose one modality), `tiny` (a few steps on the pairing
-of the first 300 digits, judged by coherence/mnist_cnn_tiny). E.g. `:mopoe_missing`.
+(half of the training examples lose one modality), `labels` (only 100 training examples
+keep their label, 10 per digit; a quarter of every batch is labelled: the classifiers
+train on those alone, the supervised-only baseline; the VAEs add the label as a fourth
+modality and classify by inferring it from the others, e.g. `:mopoe_labels`), `weak`
+(only 10% of the training pairs stay paired, the rest become single-modality examples),
+`tiny` (a few steps on the pairing of the first 300 digits, judged by
+coherence/mnist_cnn_tiny). E.g. `:mopoe_missing`.
 
-Few labels (100 labelled pairs, 10 per digit; the rest unlabelled; crossjax/losses/
-consistency.py): `cotrain` (an image and an audio classifier side by side,
-crossjax/models/modality_heads.py; each one's confident prediction labels the other
-modality's strongly augmented view; reports each head's accuracy and the averaged
-prediction's), and the flags `fixmatch` (FixMatch on the chosen classifier: `:image_fixmatch`,
-`:audio_fixmatch` are the single-modality semi-supervised baselines co-training must
-beat) and `few` (the same 100 labels, supervised cross-entropy only: `:image_few`).
+Semi-supervised on the same 100 labels (crossjax/losses/consistency.py): `cotrain` (an
+image and an audio classifier side by side, crossjax/models/modality_heads.py; each one's
+confident prediction labels the other modality's strongly augmented view; reports each
+head's accuracy and the averaged prediction's) and the flag `fixmatch` (FixMatch on the
+chosen classifier: `:image_fixmatch`, `:audio_fixmatch` are the single-modality
+semi-supervised baselines co-training must beat; `:image_labels` the supervised-only one).
 """
 
 import ml_collections
 
-from configs.common import is_tiny, run_length, shrink_to_tiny, tiny_catalog
+from configs.common import best_checkpoint, is_tiny, run_length, shrink_to_tiny, tiny_catalog
 from configs.digits_mvae import ALIGNMENT, BETA, WEIGHTS, multimodal_vae_config
 from configs.mnist import catalog_classifier
 from configs.mnist_cnn import flax_cnn
@@ -58,14 +62,16 @@ VAES = {
 # with coherence) stays under 10 minutes on a 2-core CPU (timings and the 2,000-step
 # probe: results/config_choices.md).
 VAE_STEPS = {"mvae": 1200, "mopoe": 1200, "mmvae": 1200}
-FLAGS = ("tiny", "missing", "few", "fixmatch")
+FLAGS = ("tiny", "missing", "labels", "weak", "fixmatch")
+NUM_LABELS = {False: 100, True: 20}  # `labels`: full / tiny (a few examples per digit)
+LABEL_WEIGHT = 50.0  # the label's NLL (~2.3 nats) against the image's hundreds (not tuned)
+PAIRED_FRACTION = 0.1  # `weak`
 COTRAIN = "cotrain"  # the image and audio classifiers of crossjax.models.modality_heads
-FEW_LABELS = 100  # labelled training pairs of the few-labels variants (10 per digit)
-# Rows per step: LABELED labelled + the rest unlabelled (FixMatch's mu = 3), each seen as a
-# weak and a strong view; steps so that a run stays under 10 minutes on a 2-core CPU
-# (probe: results/config_choices.md, "av_mnist few labels").
+# Consistency methods: LABELED labelled rows per batch + the rest unlabelled (FixMatch's
+# mu = 3), each seen as a weak and a strong view; steps so that a run stays under 10
+# minutes on a 2-core CPU (probe: results/config_choices.md, "av_mnist few labels").
 LABELED = 32
-FEW_LABEL_STEPS = {"cotrain": 500, "fixmatch": 800, "few": 2000}
+CONSISTENCY_STEPS = {"cotrain": 500, "fixmatch": 800}
 CONSISTENCY = {"threshold": 0.95, "unlabeled_weight": 1.0}
 JUDGE = "coherence/mnist_cnn"  # the MNIST CNN run, beside the VAE's workdir
 PAIRS = ("audio_to_image", "text_to_image", "text+audio_to_image")
@@ -82,12 +88,14 @@ def split_variant(variant: str | None) -> tuple[str, list[str]]:
             f"({', '.join([*CLASSIFIERS, *VAES, COTRAIN])}) and/or the flags {', '.join(FLAGS)}, joined by '_'"
         )
     model = models[0] if models else "fusion"
-    if (model in VAES and {"few", "fixmatch"} & set(flags)) or (
-        model == COTRAIN and {"few", "fixmatch", "missing"} & set(flags)
+    consistency = model == COTRAIN or "fixmatch" in flags
+    if consistency and (
+        model in VAES or model == COTRAIN and "fixmatch" in flags or "labels" in flags
     ):
         raise ConfigError(
-            f"config variant {variant!r} of configs/av_mnist.py: the flags few and fixmatch "
-            "go with a classifier model (e.g. image_fixmatch), and cotrain takes neither"
+            f"config variant {variant!r} of configs/av_mnist.py: the flag fixmatch goes with a "
+            "classifier model (e.g. image_fixmatch); it and cotrain already train on 100 labels "
+            "(without the labels flag)"
         )
     return model, flags
 
@@ -111,7 +119,7 @@ def vae_config(model: str, flags: list[str]) -> ml_collections.ConfigDict:
     posterior, loss, kwargs, fields = VAES[model]
     config = multimodal_vae_config(
         posterior, loss, kwargs, "_".join(flags) or None, dataset=DATASET,
-        modalities=MODALITIES, model_fields=fields,
+        modalities=MODALITIES, model_fields=fields, extra_flags=("labels", "weak"),
     )  # fmt: skip
     if model == "mvae":  # as configs/digits_mvae.py: the contrastive term aligns the experts
         config.losses = (*config.losses, ALIGNMENT)
@@ -121,25 +129,42 @@ def vae_config(model: str, flags: list[str]) -> ml_collections.ConfigDict:
     return config
 
 
-def few_labels(config: ml_collections.ConfigDict, model: str, flags: list[str]) -> None:
-    """100 labelled training pairs and the objective of the variant: co-training, FixMatch
-    or (flag `few`) cross-entropy on batches of labelled pairs only."""
-    tiny = "tiny" in flags
-    config.data.num_labels = 10 if tiny else FEW_LABELS
-    labeled = 4 if tiny else LABELED
+def few_labels(config: ml_collections.ConfigDict, tiny: bool, vae: bool) -> None:
+    """`labels`: NUM_LABELS labelled training examples, a quarter of each batch (a
+    classifier sees only those: every row of its batch is labelled). A VAE gets the label
+    as one more modality, keeps the checkpoint with the best validation accuracy of the
+    label inferred from the image alone (the text names the digit, so the joint
+    `accuracy` is near 1 and chooses nothing), and reports it per modality alone."""
+    config.data.num_labels = NUM_LABELS[tiny]
+    quarter = max(1, config.batch_size // 4)
+    config.data.labeled_batch_size = quarter if vae else config.batch_size
+    if vae:
+        if not tiny:
+            # A fourth modality doubles the subsets (7 -> 15) and the decoding: 9.6 vs 5.0
+            # GFLOP per step (scripts/benchmark.py, MoPoE, batch 128: 289 vs 117 ms on the
+            # busy 2-core CPU), so half the steps keep a run under 10 minutes.
+            config.num_train_steps = config.num_train_steps // 2
+        config.model.modalities = (*config.model.modalities, "label")
+        name, weight, kwargs = config.losses[0]
+        kwargs = {**kwargs, "weights": {**kwargs["weights"], "label": LABEL_WEIGHT}}
+        config.losses = ((name, weight, kwargs), *config.losses[1:])
+        config.evaluators = (*config.evaluators, ("label_inference", {}))
+        best_checkpoint(config, "label_inference/accuracy_image", "max")
+
+
+def consistency_training(config: ml_collections.ConfigDict, model: str, tiny: bool) -> None:
+    """NUM_LABELS labelled training pairs, LABELED of them in every batch, and the
+    semi-supervised objective: co-training for `cotrain`, else FixMatch."""
+    config.data.num_labels = NUM_LABELS[tiny]
+    config.data.labeled_batch_size = 4 if tiny else LABELED
     if model == COTRAIN:
-        method = COTRAIN
         config.model.name = "modality_heads_classifier"
         config.losses = (("cotraining", 1.0, {"modalities": CLASSIFIERS["av"], **CONSISTENCY}),)
         config.evaluators = (("head_accuracy", {"modalities": CLASSIFIERS["av"]}),)
-    elif "fixmatch" in flags:
-        method = "fixmatch"
-        config.losses = (("fixmatch", 1.0, CONSISTENCY),)
     else:
-        method, labeled = "few", config.batch_size
-    config.data.labeled_batch_size = labeled
+        config.losses = (("fixmatch", 1.0, CONSISTENCY),)
     if not tiny:
-        config.num_train_steps = FEW_LABEL_STEPS[method]
+        config.num_train_steps = CONSISTENCY_STEPS["cotrain" if model == COTRAIN else "fixmatch"]
         # Two evaluations: the consistency losses run both views there too.
         config.eval_every = config.num_train_steps // 2
         config.checkpoint_every = config.eval_every
@@ -170,8 +195,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         if is_tiny("tiny" if "tiny" in flags else None):
             shrink_to_tiny(config)  # -> crossjax_av_mnist/tiny
             tiny_catalog(config, "train", "test")
-        if model == COTRAIN or {"few", "fixmatch"} & set(flags):
-            few_labels(config, model, flags)
+        if model == COTRAIN or "fixmatch" in flags:
+            consistency_training(config, model, "tiny" in flags)
+    if "labels" in flags:
+        few_labels(config, "tiny" in flags, model in VAES)
+    if "weak" in flags:
+        config.data.paired_fraction = PAIRED_FRACTION
     if "tiny" in flags:
         # A few recordings per digit: a hold-out by recording (the dataset's default) can
         # leave a class out of validation, so tiny runs hold out pairs.

@@ -130,7 +130,7 @@ def test_cotraining_variant_trains_on_partly_labelled_pairs(sources, tmp_path):
     config.data.pairing_sources.mnist, config.data.pairing_sources.spoken_digit = sources
     config.data.data_dir = str(tmp_path / "data")
     config.num_devices, config.num_train_steps, config.batch_size = 1, 2, 8
-    assert config.data.num_labels == 10 and config.data.labeled_batch_size == 4
+    assert config.data.num_labels == 20 and config.data.labeled_batch_size == 4
     metrics = train_lib.train_and_evaluate(config, str(tmp_path / "run"))["test"]
     for m in ("image", "audio"):  # each head's own accuracy beside the averaged one
         assert 0.0 <= metrics[f"head_accuracy/{m}"] <= 1.0
@@ -147,8 +147,9 @@ def test_variants_choose_models_and_reject_unknown_ones():
     assert "audio_to_image" in coherence["pairs"]
     with pytest.raises(ConfigError, match="one model"):
         av_mnist.get_config("mvae_mopoe")
-    with pytest.raises(ConfigError, match="go with a classifier model"):
-        av_mnist.get_config("mopoe_fixmatch")
+    for variant in ("mopoe_fixmatch", "cotrain_labels", "image_fixmatch_labels"):
+        with pytest.raises(ConfigError, match="goes with a classifier model"):
+            av_mnist.get_config(variant)
     fixmatch = av_mnist.get_config("audio_fixmatch")
     assert fixmatch.losses[0][0] == "fixmatch" and fixmatch.data.num_labels == 100
-    assert av_mnist.get_config("image_few").data.labeled_batch_size == 128
+    assert fixmatch.data.labeled_batch_size == 32 and fixmatch.num_train_steps == 800

@@ -36,8 +36,9 @@ VARIANTS = {
     "mnist_m2": TINY,
     "mnist_cnn": [*TINY, "fashion", "fashion_tiny"],
     "av_mnist": [*TINY, "av", "image", "audio_tiny", "text", "mvae", "mopoe_tiny", "mmvae_missing",
-                 "mvae_missing_tiny", "fusion_missing", "cotrain", "cotrain_tiny",
-                 "image_fixmatch", "audio_fixmatch_tiny", "image_few", "audio_few_tiny"],
+                 "mvae_missing_tiny", "fusion_missing", "mopoe_labels", "mopoe_labels_tiny",
+                 "image_labels", "mvae_weak", "cotrain", "cotrain_tiny", "image_fixmatch",
+                 "audio_fixmatch_tiny"],
     "mnist_fixmatch": [*TINY, "supervised", "supervised_tiny"],
     **{
         name: TINY

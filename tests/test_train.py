@@ -105,6 +105,27 @@ def test_preempted_run_resumes_to_identical_parameters(full_run, tmp_path):
     assert metrics == full_run[1]
 
 
+def test_partly_labelled_run_resumes_to_identical_parameters(tmp_path):
+    """data.num_labels + labeled_batch_size: the labelled/unlabelled batch streams restore
+    from the checkpointed iterator state mid-run, so a preempted run ends where an
+    uninterrupted one does."""
+    config = _config(eval_every=0)
+    config.data.num_labels = 20
+    config.data.labeled_batch_size = 4
+    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+    expected = train_lib.train_and_evaluate(config, whole)
+
+    def preempt(step):
+        if step == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    assert train_lib.train_and_evaluate(config, parts, on_step=preempt) == {
+        "preempted_at_step": 6.0
+    }
+    assert train_lib.train_and_evaluate(config, parts) == expected
+    chex.assert_trees_all_equal(_final_params(parts, config), _final_params(whole, config))
+
+
 def test_one_device_matches_eight_devices(full_run, tmp_path):
     config = _config(num_devices=1)
     train_lib.train_and_evaluate(config, str(tmp_path))

@@ -134,7 +134,7 @@ def test_build_decoder_by_modality():
         ("audio", (B, 6, 129)),
     ]:
         assert _decode(build_decoder(modality, SPEC, hidden=(8,)), z).shape == shape
-    assert set(DEFAULT_LIKELIHOOD) == {"image", "text", "audio"}
+    assert set(DEFAULT_LIKELIHOOD) == {"image", "text", "audio", "label"}
     with pytest.raises(ConfigError, match="no decoder for modality 'video'"):
         build_decoder("video", SPEC, hidden=(8,))
     with pytest.raises(ConfigError, match="decoder kind 'deconv' for modality 'text'"):

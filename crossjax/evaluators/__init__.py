@@ -11,6 +11,7 @@ from crossjax.evaluators import (  # noqa: F401 - imported to register the built
     crossmodal,
     generative,
     heads,
+    label_inference,
     pictures,
     robustness,
 )

@@ -21,7 +21,13 @@ from crossjax.data.spec import DataSpec
 from crossjax.errors import ConfigError
 from crossjax.models.encoders import MLP, log_spectrogram, num_frames
 
-DEFAULT_LIKELIHOOD = {"image": "bernoulli", "text": "categorical", "audio": "laplace"}
+# "label": the class as a modality of a multimodal VAE (crossjax.models.label_modality).
+DEFAULT_LIKELIHOOD = {
+    "image": "bernoulli",
+    "text": "categorical",
+    "audio": "laplace",
+    "label": "categorical",
+}
 # How a decoder output is read (crossjax.losses.generative.nll scores it).
 LIKELIHOODS = ("bernoulli", "gaussian", "laplace", "categorical")
 

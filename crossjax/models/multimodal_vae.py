@@ -13,7 +13,10 @@ by the model's `posterior`:
 
 A decoder per modality maps z back (`crossjax.models.decoders`). A missing modality's
 input is zeroed before encoding AND its expert is masked out, so nothing the model
-outputs depends on its values. The objectives are in `crossjax.losses.multimodal`.
+outputs depends on its values. The class label may be one more modality ("label" in
+`model.modalities`, `crossjax.models.label_modality`): present where `present/label`
+holds, so partly labelled data trains the same model, which classifies by inferring the
+label from the other modalities. The objectives are in `crossjax.losses.multimodal`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ from crossjax.models.factory import (
     parse_dtype,
     positive_int,
     read_fields,
+)
+from crossjax.models.label_modality import (
+    LABEL,
+    LabelDecoder,
+    LabelEncoder,
+    num_classes_for_label,
 )
 from crossjax.models.modality_encoders import (
     build_encoders,
@@ -179,6 +188,9 @@ class MultimodalVAE(nn.Module):
       present members, `subset/valid` (B, S) bool (every member present),
       `subset/uses/<m>` (B, S) bool (m is a member and present) and `subset/recon/<m>`
       (B, S, *decoded).
+    - with the label modality: `logits` (B, K), the label decoded from the posterior
+      mean of the present OTHER modalities, and `label_logits/<m>` (B, K) from each
+      other modality m alone (`unimodal/<m>/mean`).
     - "moe": `num_samples` K samples per expert, `expert/<e>/z` (B, K, Z), and every
       modality decoded from them, `expert/<e>/recon/<m>` (B, K, *decoded); with `dreg`
       also `expert/<e>/recon_detached/<m>`, decoded from stop_gradient(z).
@@ -307,9 +319,22 @@ class MultimodalVAE(nn.Module):
             z = subsets["subset/z"][:, -1]  # the full set: the PoE of the present experts
             recon = {m: subsets[f"subset/recon/{m}"][:, -1] for m in self.modalities}
         outputs.update(z_mean=z_mean, z_logvar=z_logvar, z=z)
+        if LABEL in self.modalities and len(self.modalities) > 1:
+            outputs.update(self._label_inference(ex, unimodal))
         for m, raw in recon.items():
             outputs[f"recon/{m}"] = raw
             outputs[f"recon_mean/{m}"] = self._likelihood_mean(m, raw)
+        return outputs
+
+    def _label_inference(self, ex: _Experts, unimodal: jax.Array) -> dict[str, jax.Array]:
+        """The label decoded from the other modalities: `logits` (B, K) from the joint
+        posterior mean of those present, `label_logits/<m>` (B, K) from m alone."""
+        others = [i for i, m in enumerate(self.modalities) if m != LABEL]
+        idx = np.asarray(others)
+        rest = _Experts(ex.mean[:, idx], ex.logvar[:, idx], ex.present[:, idx], {})
+        outputs = {"logits": self._decode(LABEL, self._joint(rest)[0])}
+        for i in others:
+            outputs[f"label_logits/{self.modalities[i]}"] = self._decode(LABEL, unimodal[:, i])
         return outputs
 
     def _subsets(self, ex: _Experts, sampling: bool) -> dict[str, jax.Array]:
@@ -355,7 +380,9 @@ class MultimodalVAE(nn.Module):
 # --- factory ---------------------------------------------------------------------------
 
 _DEFAULTS = {
-    "modalities": None,  # None: every supported modality the dataset provides
+    # None: every supported modality the dataset provides; "label" adds the class as a
+    # modality (crossjax.models.label_modality)
+    "modalities": None,
     "latent_dim": 16,
     "posterior": "poe",  # poe (MVAE) | moe (MMVAE) | mopoe (MoPoE)
     "prior_expert": True,  # a N(0, I) expert in every product (poe, mopoe)
@@ -382,7 +409,8 @@ def _likelihoods(value: Any, modalities: tuple[str, ...], model: str) -> dict[st
         )
     chosen = {m: value.get(m, DEFAULT_LIKELIHOOD[m]) for m in modalities}
     for m, likelihood in chosen.items():
-        valid = ("categorical",) if m == "text" else ("bernoulli", "gaussian", "laplace")
+        categorical = m in ("text", LABEL)
+        valid = ("categorical",) if categorical else ("bernoulli", "gaussian", "laplace")
         if likelihood not in valid:
             raise ConfigError(
                 f"model {model!r} has likelihoods.{m}={likelihood!r}; valid: {', '.join(valid)}"
@@ -395,7 +423,12 @@ def multimodal_vae(config: Any, spec: DataSpec) -> MultimodalVAE:
     """Builds a `MultimodalVAE` from the `model` config section (fields in `_DEFAULTS`)."""
     model = "multimodal_vae"
     fields = read_fields(config, _DEFAULTS, model)
-    modalities = parse_modalities(fields["modalities"], spec, model)
+    requested = fields["modalities"]
+    requested = (requested,) if isinstance(requested, str) else requested
+    with_label = requested is not None and LABEL in requested
+    if with_label:
+        requested = tuple(m for m in requested if m != LABEL)
+    modalities = parse_modalities(requested, spec, model)
     posterior = fields["posterior"]
     if posterior not in POSTERIORS:
         raise ConfigError(
@@ -413,27 +446,34 @@ def multimodal_vae(config: Any, spec: DataSpec) -> MultimodalVAE:
         raise ConfigError(f"model {model!r} has dreg=True; valid only with posterior 'moe'")
     dtype = parse_dtype(fields["dtype"], model)
     hidden = int_tuple(fields["decoder_hidden"], "decoder_hidden", model)
+    features = positive_int(fields["features"], "features", model)
     encoders = build_encoders(
         {m: fields[f"{m}_encoder"] for m in modalities},
         parse_encoder_kwargs(fields["encoder_kwargs"], model),
         spec,
-        features=positive_int(fields["features"], "features", model),
+        features=features,
         dtype=dtype,
         model=model,
     )
+    decoders = {
+        m: build_decoder(
+            m,
+            spec,
+            hidden=hidden,
+            kind=fields["image_decoder"] if m == "image" else "mlp",
+            dtype=dtype,
+        )
+        for m in modalities
+    }
+    if with_label:
+        classes = num_classes_for_label(spec, model)
+        modalities = (*modalities, LABEL)
+        encoders[LABEL] = LabelEncoder(classes, features, dtype)
+        decoders[LABEL] = LabelDecoder(classes, hidden, dtype)
     return MultimodalVAE(
         modalities=modalities,
         encoders=encoders,
-        decoders={
-            m: build_decoder(
-                m,
-                spec,
-                hidden=hidden,
-                kind=fields["image_decoder"] if m == "image" else "mlp",
-                dtype=dtype,
-            )
-            for m in modalities
-        },  # fmt: skip
+        decoders=decoders,
         likelihoods=_likelihoods(fields["likelihoods"], modalities, model),
         latent_dim=positive_int(fields["latent_dim"], "latent_dim", model),
         posterior=posterior,
