@@ -99,3 +99,14 @@ def test_table_reports_heads_spread_and_failures():
     table = few_labels.results_markdown(rows)
     assert "10.00 % ± 1.00 (image head 20.00 %, audio head 30.00 %)" in table
     assert "failed: RuntimeError: x" in table and "M2 11.97 %" in table
+
+
+@pytest.mark.parametrize("key", list(few_labels.all_methods()))
+def test_every_method_names_a_config_that_loads_with_its_sweep_field(key):
+    from crossjax.config import load_config_file
+
+    method = few_labels.all_methods()[key]
+    config = load_config_file(method.config)
+    assert method.sweeps in config.data  # the field the sweep overrides exists
+    if method.sweeps == few_labels.NUM_LABELS:
+        assert config.data.num_labels is not None  # trained on few labels by default
