@@ -110,3 +110,20 @@ def test_every_method_names_a_config_that_loads_with_its_sweep_field(key):
     assert method.sweeps in config.data  # the field the sweep overrides exists
     if method.sweeps == few_labels.NUM_LABELS:
         assert config.data.num_labels is not None  # trained on few labels by default
+
+
+def test_comparisons_judge_cotraining_and_weak_pairing():
+    def row(method, error, labels=100, paired=None):
+        return {"dataset": "av_mnist", "method": method, "num_labels": labels,
+                "paired_fraction": paired, "test_error": error}  # fmt: skip
+
+    results = [
+        row("cotrain", 0.02), row("image_fixmatch", 0.05), row("audio_fixmatch", 0.03),
+        row("mopoe", 0.16, None, 0.1), row("mopoe", 0.13, None, 1.0),
+    ]  # fmt: skip
+    lines = few_labels.comparisons(results)
+    assert lines[0].endswith("below both: yes") and "on audio 3.00 %" in lines[0]
+    assert lines[1].endswith("within 0.05: yes")
+    worse = few_labels.comparisons([*results[1:3], row("cotrain", 0.04)])
+    assert worse[0].endswith("below both: no")
+    assert few_labels.comparisons(results[:2]) == []  # audio FixMatch missing: no verdict
