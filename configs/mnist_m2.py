@@ -11,8 +11,7 @@ q(y|x) on the fully labelled validation and test parts; the checkpoint with the 
 validation accuracy is kept.
 
 Other label counts are variants, `--config configs/mnist_m2.py:600` (100, 600, 1000,
-3000), which also set the loss's alpha for that count (`m2_alpha`; overriding only
-`--config.data.num_labels` would keep the 100-label alpha). The real MNIST idx files:
+3000), which also set the loss's alpha for that count (`m2_alpha`). The real MNIST idx files:
 `data.source.path` (or TFDS `mnist` by name). Tiny (a few steps, for tests):
 `--config configs/mnist_m2.py:tiny`.
 """
@@ -25,6 +24,7 @@ from crossjax.config import base_config
 
 LIKELIHOOD = "bernoulli"
 LABEL_COUNTS = (100, 600, 1000, 3000)  # the paper's table (Kingma et al. 2014, table 1)
+NUM_TRAIN = 54_000  # MNIST train minus the 10% validation hold-out
 
 
 def parse_variant(variant: str | None) -> tuple[int, bool]:
@@ -40,14 +40,18 @@ def parse_variant(variant: str | None) -> tuple[int, bool]:
     return (counts[0] if counts else LABEL_COUNTS[0]), bool(rest)
 
 
-def m2_alpha(num_labels: int, batch_size: int, labeled_batch_size: int) -> float:
-    """The classifier weight of the paper's alpha = 0.1 N for our batch mix: the paper sums
-    labelled and unlabelled terms over the data set, where the CE term of the labelled
-    examples weighs alpha * num_labels against the unlabelled examples' bound; in a batch
-    of l labelled and u unlabelled rows it weighs alpha' * l against u, so alpha' =
-    0.1 * num_labels * u / l."""
+def m2_alpha(
+    num_labels: int, batch_size: int, labeled_batch_size: int, num_train: int = NUM_TRAIN
+) -> float:
+    """The paper's alpha = 0.1 N for our batch mix. The paper's objective (eq. 9) sums L
+    over the num_labels labelled and U over the N - num_labels unlabelled examples and adds
+    alpha times the MEAN cross-entropy over the labelled ones: the classifier term weighs
+    0.1 N against N - num_labels for U. A batch of l labelled and u unlabelled rows weighs
+    alpha' * l against u, so alpha' = 0.1 * N / (N - num_labels) * u / l (0.30 for 32 of
+    128 at 100 labels: each labelled example, drawn 180x as often as an unlabelled one,
+    then weighs 0.1 N / num_labels = 54 unlabelled examples, as in the paper)."""
     unlabelled = batch_size - labeled_batch_size
-    return 0.1 * num_labels * max(unlabelled, 1) / labeled_batch_size
+    return 0.1 * num_train / (num_train - num_labels) * max(unlabelled, 1) / labeled_batch_size
 
 
 def use_m2(
