@@ -10,28 +10,48 @@ decoder (z, y)-500-784 with a Bernoulli likelihood on the grey levels. Accuracy 
 q(y|x) on the fully labelled validation and test parts; the checkpoint with the best
 validation accuracy is kept.
 
-Other label counts: `--config.data.num_labels=600` (the loss's alpha follows the count,
-see `m2_alpha`). The real MNIST idx files: `data.source.path` (or TFDS `mnist` by name).
-Tiny (a few steps, for tests): `--config configs/mnist_m2.py:tiny`.
+Other label counts are variants, `--config configs/mnist_m2.py:600` (100, 600, 1000,
+3000), which also set the loss's alpha for that count (`m2_alpha`). The real MNIST idx files:
+`data.source.path` (or TFDS `mnist` by name). Tiny (a few steps, for tests):
+`--config configs/mnist_m2.py:tiny`.
 """
 
 import ml_collections
 
-from configs.common import TINY_EVAL, TINY_TRAIN, best_checkpoint, is_tiny, run_length, tiny_catalog
+from configs.common import TINY_EVAL, TINY_TRAIN, best_checkpoint, run_length, tiny_catalog
 from configs.mnist import local_idx
 from crossjax.config import base_config
 
 LIKELIHOOD = "bernoulli"
+LABEL_COUNTS = (100, 600, 1000, 3000)  # the paper's table (Kingma et al. 2014, table 1)
+NUM_TRAIN = 54_000  # MNIST train minus the 10% validation hold-out
 
 
-def m2_alpha(num_labels: int, batch_size: int, labeled_batch_size: int) -> float:
-    """The classifier weight of the paper's alpha = 0.1 N for our batch mix: the paper sums
-    labelled and unlabelled terms over the data set, where the CE term of the labelled
-    examples weighs alpha * num_labels against the unlabelled examples' bound; in a batch
-    of l labelled and u unlabelled rows it weighs alpha' * l against u, so alpha' =
-    0.1 * num_labels * u / l."""
+def parse_variant(variant: str | None) -> tuple[int, bool]:
+    """(number of labels, tiny) of a variant such as "600" or "tiny"; ValueError otherwise."""
+    parts = variant.split("_") if variant else []
+    counts = [int(p) for p in parts if p.isdigit() and int(p) in LABEL_COUNTS]
+    rest = [p for p in parts if not (p.isdigit() and int(p) in LABEL_COUNTS)]
+    if len(counts) > 1 or set(rest) - {"tiny"} or len(rest) > 1:
+        raise ValueError(
+            f"unknown config variant {variant!r} of configs/mnist_m2.py; valid: a label count "
+            f"({', '.join(map(str, LABEL_COUNTS))}) and/or tiny, joined by '_'"
+        )
+    return (counts[0] if counts else LABEL_COUNTS[0]), bool(rest)
+
+
+def m2_alpha(
+    num_labels: int, batch_size: int, labeled_batch_size: int, num_train: int = NUM_TRAIN
+) -> float:
+    """The paper's alpha = 0.1 N for our batch mix. The paper's objective (eq. 9) sums L
+    over the num_labels labelled and U over the N - num_labels unlabelled examples and adds
+    alpha times the MEAN cross-entropy over the labelled ones: the classifier term weighs
+    0.1 N against N - num_labels for U. A batch of l labelled and u unlabelled rows weighs
+    alpha' * l against u, so alpha' = 0.1 * N / (N - num_labels) * u / l (0.30 for 32 of
+    128 at 100 labels: each labelled example, drawn 180x as often as an unlabelled one,
+    then weighs 0.1 N / num_labels = 54 unlabelled examples, as in the paper)."""
     unlabelled = batch_size - labeled_batch_size
-    return 0.1 * num_labels * max(unlabelled, 1) / labeled_batch_size
+    return 0.1 * num_train / (num_train - num_labels) * max(unlabelled, 1) / labeled_batch_size
 
 
 def use_m2(
@@ -59,11 +79,12 @@ def use_m2(
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    num_labels, tiny = parse_variant(variant)
     config = base_config()
     config.data.name = "mnist"
     local_idx(config)  # a local idx folder when data.source.path is set
     config.data.modalities = ("image",)
-    config.data.num_labels = 100
+    config.data.num_labels = num_labels
     config.data.labeled_batch_size = 32
     # 2,000 steps: one run in 6-9 minutes on the shared 2-core CPU. Step time probes on
     # real MNIST: 196 ms median over 100 steps (scripts/benchmark.py, machine busy) and
@@ -76,7 +97,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.warmup_steps = 200
     config.optimizer.weight_decay = 0.0
     use_m2(config, hidden=(500,), classifier_hidden=(500, 500), latent_dim=50)
-    if is_tiny(variant):
+    if tiny:
         tiny_catalog(config, f"train[:{TINY_TRAIN}]", f"test[:{TINY_EVAL}]")
         config.data.num_labels = 10
         config.data.labeled_batch_size = 4

@@ -33,7 +33,7 @@ VARIANTS = {
     "files_vae": [*TINY, "iwae", "iwae_tiny"],
     "files_clip": [*TINY, "siglip", "siglip_tiny"],
     "mnist_vae": TINY,
-    "mnist_m2": TINY,
+    "mnist_m2": [*TINY, "600", "1000", "3000"],
     "mnist_cnn": [*TINY, "fashion", "fashion_tiny"],
     "av_mnist": [*TINY, "av", "image", "audio_tiny", "text", "mvae", "mopoe_tiny", "mmvae_missing",
                  "mvae_missing_tiny", "fusion_missing", "mopoe_labels", "mopoe_labels_tiny",

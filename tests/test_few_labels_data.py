@@ -158,3 +158,17 @@ def test_paired_fraction_in_the_pipeline_shares_label_state_between_copies(tmp_p
     for m in ("image", "audio"):
         absent = ~batch[f"present/{m}"]
         assert not batch[m][absent].any()
+
+
+def test_labeled_batch_indices_cycle_a_pool_smaller_than_the_labelled_part():
+    from crossjax.data.batches import LabeledBatchIndices, ShuffledBatchIndices
+
+    labeled, unlabeled = np.array([3, 7, 11]), np.arange(20, 40)
+    indices = LabeledBatchIndices(labeled, unlabeled, 8, 6, seed=5)
+    batches = np.stack([indices(j) for j in range(4)])  # 24 labelled draws: 8 passes
+    assert np.isin(batches[:, :6], labeled).all() and np.isin(batches[:, 6:], unlabeled).all()
+    assert set(np.unique(batches[:, :6], return_counts=True)[1]) == {8}
+    np.testing.assert_array_equal(indices(2), LabeledBatchIndices(labeled, unlabeled, 8, 6, 5)(2))
+    # The plain stream (stream 0) is unchanged: existing runs keep their batches.
+    plain = ShuffledBatchIndices(10, 4, seed=0)
+    np.testing.assert_array_equal(plain(0), np.random.default_rng([0, 0]).permutation(10)[:4])

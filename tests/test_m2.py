@@ -11,6 +11,7 @@ import pytest
 from crossjax import train as train_lib
 from crossjax.config import load_config_file
 from crossjax.data.spec import DataSpec
+from crossjax.errors import ConfigError
 from crossjax.losses import LossContext, build_loss
 from crossjax.losses.semi_supervised_vae import m2
 from crossjax.models import build_model
@@ -132,3 +133,15 @@ def test_mnist_m2_tiny_trains_on_idx_files_with_few_labels(tmp_path):
     metrics = train_lib.train_and_evaluate(config, str(tmp_path / "run"))
     assert np.isfinite(metrics["test"]["loss"]) and 0 <= metrics["test"]["accuracy"] <= 1
     assert metrics["test"]["num_examples"] == 16
+
+
+def test_label_count_variants_set_alpha_for_their_count():
+    from configs import mnist_m2
+
+    for count in mnist_m2.LABEL_COUNTS:
+        config = load_config_file(f"configs/mnist_m2.py:{count}")
+        assert config.data.num_labels == count
+        alpha = config.losses[0][2]["alpha"]
+        assert alpha == pytest.approx(0.1 * 54_000 / (54_000 - count) * (128 - 32) / 32)
+    with pytest.raises(ConfigError, match="unknown config variant"):
+        load_config_file("configs/mnist_m2.py:500")
