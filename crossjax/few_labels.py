@@ -51,7 +51,9 @@ class Method:
     (num_labels or paired_fraction); `metric`: an accuracy-like eval metric (error =
     1 - metric); `data`: data flag -> config field, as in crossjax.reproduce.RowRun;
     `extra_metrics`: further test metrics recorded beside it; `judged`: meets the
-    issue's MNIST targets (else its rows only report)."""
+    issue's MNIST targets (else its rows only report); `count_variants`: label counts
+    the config has a variant for (`config:600`), which sets more than num_labels (M2's
+    alpha), so the sweep runs that variant and takes no other count."""
 
     dataset: str
     name: str
@@ -61,6 +63,7 @@ class Method:
     sweeps: str = NUM_LABELS
     extra_metrics: tuple[str, ...] = ()
     judged: bool = False
+    count_variants: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:
@@ -72,7 +75,7 @@ MNIST, AV = reproduce.MNIST_SOURCE, reproduce.AV_SOURCES
 METHODS: tuple[Method, ...] = (
     Method("mnist", "supervised", "configs/mnist_fixmatch.py:supervised", MNIST),
     Method("mnist", "fixmatch", "configs/mnist_fixmatch.py", MNIST, judged=True),
-    Method("mnist", "m2", "configs/mnist_m2.py", MNIST, judged=True),
+    Method("mnist", "m2", "configs/mnist_m2.py", MNIST, judged=True, count_variants=LABEL_COUNTS),
     Method("av_mnist", "image_supervised", "configs/av_mnist.py:image_labels", AV),
     Method("av_mnist", "audio_supervised", "configs/av_mnist.py:audio_labels", AV),
     Method("av_mnist", "image_fixmatch", "configs/av_mnist.py:image_fixmatch", AV),
@@ -125,8 +128,11 @@ class SweepRow:
         short = "labels" if self.field == NUM_LABELS else "paired"
         name = f"{m.dataset}_{m.name.replace(':', '_')}_{short}{value:g}"
         target = TARGETS.get(int(value)) if m.judged and self.field == NUM_LABELS else None
+        config = m.config
+        if m.count_variants and self.field == NUM_LABELS:
+            config = reproduce.with_flag(config, str(int(value)))
         run = reproduce.RowRun(
-            m.name, m.config, m.metric, overrides=(f"--config.data.{self.field}={value:g}",),
+            m.name, config, m.metric, overrides=(f"--config.data.{self.field}={value:g}",),
             data=m.data,
         )  # fmt: skip
         return reproduce.Row(
@@ -165,6 +171,12 @@ def sweep_rows(
         if not values:
             flag = "--num_labels" if m.sweeps == NUM_LABELS else "--paired_fractions"
             raise ConfigError(f"method {m.key!r} sweeps {m.sweeps}; give its values with {flag}")
+        other = [v for v in values if m.count_variants and v not in m.count_variants]
+        if m.sweeps == NUM_LABELS and other:
+            raise ConfigError(
+                f"method {m.key!r} has no variant for {other[0]} labels; valid: "
+                f"{', '.join(map(str, m.count_variants))}"
+            )
         rows += [SweepRow(m, v) for v in values]
     return rows
 

@@ -80,6 +80,8 @@ def test_bad_methods_and_values_are_config_errors():
         few_labels.sweep_rows(mopoe, num_labels=(100,))
     with pytest.raises(ConfigError, match="paired fraction 1.5"):
         few_labels.sweep_rows(mopoe, paired_fractions=(1.5,))
+    with pytest.raises(ConfigError, match="no variant for 50 labels"):
+        few_labels.sweep_rows(few_labels.select_methods(["mnist/m2"]), num_labels=(50,))
     with pytest.raises(ConfigError, match="num_labels 0"):
         few_labels.sweep_rows(few_labels.select_methods(None), num_labels=(0,))
 
@@ -110,6 +112,10 @@ def test_every_method_names_a_config_that_loads_with_its_sweep_field(key):
     assert method.sweeps in config.data  # the field the sweep overrides exists
     if method.sweeps == few_labels.NUM_LABELS:
         assert config.data.num_labels is not None  # trained on few labels by default
+    for count in method.count_variants:  # e.g. M2's alpha follows the label count
+        (row,) = few_labels.sweep_rows([method], num_labels=(count,))
+        run = row.reproduce_row().runs[0]
+        assert run.config.endswith(str(count)) and load_config_file(run.config)
 
 
 def test_comparisons_judge_cotraining_and_weak_pairing():
