@@ -142,6 +142,6 @@ def test_label_count_variants_set_alpha_for_their_count():
         config = load_config_file(f"configs/mnist_m2.py:{count}")
         assert config.data.num_labels == count
         alpha = config.losses[0][2]["alpha"]
-        assert alpha == pytest.approx(0.1 * 54_000 / (54_000 - count) * (128 - 32) / 32)
+        assert alpha == pytest.approx(100 * 0.1 * 54_000 / (54_000 - count) * (128 - 32) / 32)
     with pytest.raises(ConfigError, match="unknown config variant"):
         load_config_file("configs/mnist_m2.py:500")
