@@ -326,7 +326,7 @@ def results_markdown(results: Sequence[Mapping[str, Any]]) -> str:
         lines.append(
             f"| {r['dataset']} | {r['method']} | {labels} | {paired} | {test} | "
             f"{_percent(r.get('validation_error'))} | {r.get('published', '-')} | "
-            f"{r.get('target', '')} | {met} | {len(r.get('seeds', []))} | {r.get('wall_s', '-')} |"
+            f"{r.get('target', '')} | {met} | {len(r.get('seeds', []))} | {r.get('wall_s') or '-'} |"
         )
     compared = comparisons(results)
     if compared:
