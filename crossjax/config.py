@@ -97,6 +97,11 @@ def base_config() -> ml_collections.ConfigDict:
             # modality (`present/<m>` marks which). 1.0: all paired.
             "paired_fraction": 1.0,
             "pairing_seed": 0,
+            # When some training examples lack a modality (paired_fraction < 1 or
+            # missing_fraction > 0): every batch holds this many complete examples plus
+            # batch_size - paired_batch_size incomplete ones. None, or every example
+            # complete: a plain shuffle.
+            "paired_batch_size": None,
             "cache": "auto",  # keep preprocessed splits in memory: auto (if small) | always | never
             "cache_max_mb": 2048,  # the size limit of cache="auto"
             "device_cache": True,  # keep a cached training split on the devices (1 process)

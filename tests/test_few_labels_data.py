@@ -123,6 +123,16 @@ def test_labeled_fraction_and_all_labelled_default(tmp_path):
         ({"paired_fraction": 0.5, "missing_fraction": 0.2}, "both drop modalities"),
         ({"paired_fraction": 0.5, "modalities": ("image",)}, "at least two"),
         ({"paired_fraction": -0.1}, "paired_fraction"),
+        ({"paired_fraction": 0.5, "paired_batch_size": 16}, "paired_batch_size=16"),
+        (
+            {
+                "paired_fraction": 0.5,
+                "paired_batch_size": 4,
+                "num_labels": 20,
+                "labeled_batch_size": 4,
+            },
+            "both fix a batch's make-up",
+        ),
     ],
 )
 def test_label_and_pairing_errors_name_the_fix(tmp_path, fields, message):
@@ -172,3 +182,16 @@ def test_labeled_batch_indices_cycle_a_pool_smaller_than_the_labelled_part():
     # The plain stream (stream 0) is unchanged: existing runs keep their batches.
     plain = ShuffledBatchIndices(10, 4, seed=0)
     np.testing.assert_array_equal(plain(0), np.random.default_rng([0, 0]).permutation(10)[:4])
+
+
+def test_paired_batch_size_fixes_the_complete_examples_of_every_batch(tmp_path):
+    data = _pipeline(
+        tmp_path, modalities=("image", "audio"), paired_fraction=0.1, paired_batch_size=4
+    )
+    stream = data.train_iterator()
+    for _ in range(3):
+        batch = next(stream)
+        complete = batch["present/image"] & batch["present/audio"]
+        assert complete[:4].all() and not complete[4:].any()  # plain shuffle: ~1 in 16
+    # Every example complete: nothing to balance, so the plain shuffle.
+    assert _pipeline(tmp_path, paired_batch_size=4).paired_batch_size is None

@@ -64,7 +64,8 @@ class LabeledBatchIndices:
     The two streams are `ShuffledBatchIndices` of their pools (streams 1 and 2 of `seed`),
     so a batch depends only on j: deterministic and exactly resumable. `labeled` and
     `unlabeled` (int64 positions of the training part) are disjoint, so every batch holds
-    exactly `labeled_batch_size` labelled rows.
+    exactly `labeled_batch_size` labelled rows. `data.paired_batch_size` uses the same
+    two-pool batches with the complete examples as `labeled` and the rest as `unlabeled`.
     """
 
     labeled: np.ndarray

@@ -162,3 +162,26 @@ def labeled_batch_size(size: int | None, batch_size: int, labeled: np.ndarray | 
             f"{len(labeled)} training examples are labelled; set it to batch_size"
         )
     return size
+
+
+def paired_batch_size(
+    size: int | None, batch_size: int, presence: dict[str, np.ndarray] | None, labelled: bool
+) -> int | None:
+    """`data.paired_batch_size` checked: None when unset or when every training example is
+    complete (`presence`: the training part's `present/<m>` (N,) tables, None: all)."""
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size < batch_size:
+        raise ConfigError(
+            f"data.paired_batch_size={size!r}; valid: an integer in [1, batch_size="
+            f"{batch_size}), or None for a plain shuffle"
+        )
+    if labelled:
+        raise ConfigError(
+            "data.paired_batch_size and data.labeled_batch_size both fix a batch's make-up; "
+            "set one (the other None)"
+        )
+    modalities = [v for k, v in (presence or {}).items() if k != "present/label"]
+    if not modalities or np.logical_and.reduce(modalities).all():
+        return None  # every example complete: nothing to balance
+    return size

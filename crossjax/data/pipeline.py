@@ -47,6 +47,7 @@ from crossjax.data.labels import (
     label_settings,
     labeled_batch_size,
     labeled_subset,
+    paired_batch_size,
     paired_fraction_of,
     weak_pairing,
 )
@@ -152,6 +153,12 @@ class DataPipeline:
             config.get("labeled_batch_size", None),
             batch_size,
             (self.presence or {}).get("present/label"),
+        )
+        self.paired_batch_size = paired_batch_size(
+            config.get("paired_batch_size", None),
+            batch_size,
+            self.presence,
+            self.labeled_batch_size is not None,
         )
         self._rows: dict[str, SplitRows] = {}
 
@@ -442,7 +449,8 @@ class DataPipeline:
     def _batch_indices(self) -> ShuffledBatchIndices | LabeledBatchIndices:
         """Batch j -> training positions: a plain shuffle, or `data.labeled_batch_size`
         labelled ones from the labelled pool plus the rest from the unlabelled pool (only
-        the unlabelled examples, so every batch holds exactly that many labelled rows)."""
+        the unlabelled examples, so every batch holds exactly that many labelled rows), or
+        likewise `data.paired_batch_size` complete examples plus incomplete ones."""
         if self.labeled_batch_size:
             labeled = self.presence["present/label"]
             return LabeledBatchIndices(
@@ -450,6 +458,17 @@ class DataPipeline:
                 np.flatnonzero(~labeled),
                 self.batch_size,
                 self.labeled_batch_size,
+                self.seed,
+            )
+        if self.paired_batch_size:  # complete examples are the fixed part of each batch
+            complete = np.logical_and.reduce(
+                [v for k, v in self.presence.items() if k != "present/label"]
+            )
+            return LabeledBatchIndices(
+                np.flatnonzero(complete),
+                np.flatnonzero(~complete),
+                self.batch_size,
+                self.paired_batch_size,
                 self.seed,
             )
         return ShuffledBatchIndices(self.num_train, self.batch_size, self.seed)
