@@ -181,7 +181,14 @@ def paired_batch_size(
             "data.paired_batch_size and data.labeled_batch_size both fix a batch's make-up; "
             "set one (the other None)"
         )
-    modalities = [v for k, v in (presence or {}).items() if k != "present/label"]
-    if not modalities or np.logical_and.reduce(modalities).all():
+    complete = complete_examples(presence)
+    if complete is None or complete.all():
         return None  # every example complete: nothing to balance
     return size
+
+
+def complete_examples(presence: dict[str, np.ndarray] | None) -> np.ndarray | None:
+    """(N,) bool: the training examples with every modality present, from the `present/<m>`
+    (N,) tables of `presence` (`present/label` aside); None when there are none."""
+    modalities = [v for k, v in (presence or {}).items() if k != "present/label"]
+    return np.logical_and.reduce(modalities) if modalities else None

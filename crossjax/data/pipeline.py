@@ -44,6 +44,7 @@ from crossjax.data.catalog import (
 )
 from crossjax.data.imaging import IMAGE_MODES, channels_of
 from crossjax.data.labels import (
+    complete_examples,
     label_settings,
     labeled_batch_size,
     labeled_subset,
@@ -461,9 +462,7 @@ class DataPipeline:
                 self.seed,
             )
         if self.paired_batch_size:  # complete examples are the fixed part of each batch
-            complete = np.logical_and.reduce(
-                [v for k, v in self.presence.items() if k != "present/label"]
-            )
+            complete = complete_examples(self.presence)
             return LabeledBatchIndices(
                 np.flatnonzero(complete),
                 np.flatnonzero(~complete),
