@@ -453,24 +453,14 @@ class DataPipeline:
         the unlabelled examples, so every batch holds exactly that many labelled rows), or
         likewise `data.paired_batch_size` complete examples plus incomplete ones."""
         if self.labeled_batch_size:
-            labeled = self.presence["present/label"]
-            return LabeledBatchIndices(
-                np.flatnonzero(labeled),
-                np.flatnonzero(~labeled),
-                self.batch_size,
-                self.labeled_batch_size,
-                self.seed,
-            )
-        if self.paired_batch_size:  # complete examples are the fixed part of each batch
-            complete = complete_examples(self.presence)
-            return LabeledBatchIndices(
-                np.flatnonzero(complete),
-                np.flatnonzero(~complete),
-                self.batch_size,
-                self.paired_batch_size,
-                self.seed,
-            )
-        return ShuffledBatchIndices(self.num_train, self.batch_size, self.seed)
+            fixed, size = self.presence["present/label"], self.labeled_batch_size
+        elif self.paired_batch_size:  # complete examples are the fixed part of each batch
+            fixed, size = complete_examples(self.presence), self.paired_batch_size
+        else:
+            return ShuffledBatchIndices(self.num_train, self.batch_size, self.seed)
+        return LabeledBatchIndices(
+            np.flatnonzero(fixed), np.flatnonzero(~fixed), self.batch_size, size, self.seed
+        )
 
     def train_iterator(self, state: dict | None = None) -> grain.DatasetIterator:
         """Endless iterator of this process's training batches (host numpy dicts of
