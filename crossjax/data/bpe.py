@@ -134,7 +134,9 @@ class GPT2BPE:
                 "vocab.json"
             )
         text = read_text_file(merges_path, "data.tokenizer.merges", "GPT-2's merges.txt")
-        self.ranks = {m: r for r, m in enumerate(read_merges(text, "data.tokenizer.merges", merges_path))}
+        self.ranks = {
+            m: r for r, m in enumerate(read_merges(text, "data.tokenizer.merges", merges_path))
+        }
         self.decoder = {i: t for t, i in self.encoder.items()}
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}

@@ -61,8 +61,8 @@ from crossjax.data.rows import (
 )
 from crossjax.data.spec import DataSpec
 from crossjax.data.text import Vocabulary
-from crossjax.data.tokenizers import TextTokenizer, load_tokenizer
 from crossjax.data.tfds_source import default_data_dir, load_split_sources
+from crossjax.data.tokenizers import TextTokenizer, load_tokenizer
 from crossjax.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -77,7 +77,9 @@ class WordPiece:
     strip_accents: None follows `lowercase`, as in transformers.
     """
 
-    def __init__(self, vocab_path: str, *, lowercase: bool = True, strip_accents: bool | None = None):
+    def __init__(
+        self, vocab_path: str, *, lowercase: bool = True, strip_accents: bool | None = None
+    ):
         field = "data.tokenizer.vocab"
         text = read_text_file(vocab_path, field, "the checkpoint's vocab.txt")
         self.vocab: dict[str, int] = {}
