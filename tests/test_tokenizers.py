@@ -10,11 +10,11 @@ import os
 import types
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from configs import shapes_clip
-from crossjax import train as train_lib
 from crossjax.data.bpe import CLIPBPE, GPT2BPE
 from crossjax.data.pipeline import DataPipeline
 from crossjax.data.text import Vocabulary
@@ -22,6 +22,7 @@ from crossjax.data.tokenizers import has_known_tokens, load_tokenizer
 from crossjax.data.wordpiece import WordPiece
 from crossjax.errors import ConfigError
 from crossjax.evaluators import contrastive
+from crossjax.models import build_model
 from crossjax.models.pretrained import convert_state_dict
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizers"
@@ -211,10 +212,10 @@ def test_zeroshot_prompts_are_encoded_by_the_run_tokenizer(monkeypatch):
     assert (text[:, 0] == bert.cls_id).all()
 
 
-def test_a_run_with_data_tokenizer_sizes_the_text_tower_from_it(tmp_path):
+def test_data_tokenizer_feeds_the_batches_and_sizes_the_text_tower(tmp_path):
     """Tiny shapes CLIP with open_clip's text tower and the CLIP tokenizer: the batches
-    carry its ids, the tower gets its vocabulary size, no vocab.json is written, and the
-    zero-shot evaluators encode their prompts with it."""
+    carry its ids, no vocab.json is written, and the tower built from the DataSpec has
+    its vocabulary size and embeds a real batch."""
     config = shapes_clip.get_config("tiny")
     config.data.tokenizer = CLIP
     config.data.max_text_len = 12
@@ -222,15 +223,22 @@ def test_a_run_with_data_tokenizer_sizes_the_text_tower_from_it(tmp_path):
     config.model.encoder_kwargs.text = {
         "context_length": 12, "width": 16, "layers": 1, "num_heads": 2,
     }  # fmt: skip
-    config.num_devices, config.num_train_steps, config.batch_size = 1, 2, 8
-    config.log_every = config.checkpoint_every = 2
-    data = DataPipeline(config.data, batch_size=8, seed=0, vocab_path=tmp_path / "v.json")
+    data = DataPipeline(config.data, batch_size=8, seed=0, vocab_path=tmp_path / "vocab.json")
     clip = load_tokenizer(CLIP)
     assert data.spec.vocab_size == len(clip) == 1474
     batch = next(data.train_iterator())
-    assert (batch["text"][:, 0] == clip.sot_id).all() and not os.path.exists(tmp_path / "v.json")
+    assert (batch["text"][:, 0] == clip.sot_id).all() and not os.path.exists(
+        tmp_path / "vocab.json"
+    )
     ends = batch["text_mask"].sum(axis=1) - 1
     assert (batch["text"][np.arange(8), ends] == clip.eot_id).all()
-    metrics = train_lib.train_and_evaluate(config, str(tmp_path / "run"))["test"]
-    assert np.isfinite(metrics["loss"]) and "zeroshot_shape/accuracy" in metrics
-    assert not os.path.exists(tmp_path / "run" / "vocab.json")
+    model = build_model(config.model, data.spec)
+    batch = {k: v for k, v in batch.items() if k in ("image", "text", "text_mask")}
+    variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(batch)
+    tables = [
+        v.shape
+        for path, v in jax.tree_util.tree_flatten_with_path(variables)[0]
+        if "token_embedding" in jax.tree_util.keystr(path)
+    ]
+    assert tables == [(1474, 16)]
+    assert np.isfinite(np.asarray(jax.jit(model.apply)(variables, batch)["emb/text"])).all()
