@@ -238,12 +238,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def check_data_config(data: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError for data fields that were renamed."""
+    """Raises ConfigError for data fields that were renamed, and for an unknown
+    data.tokenizer.kind (its files are read when the data pipeline starts)."""
     if "eval_split" in data:
         raise ConfigError(
             "data.eval_split was renamed data.test_split (validation: data.validation_split); "
             "rename it in your config"
         )
+    from crossjax.data.tokenizers import tokenizer_kind  # local: config imports no data code
+
+    tokenizer_kind(data.get("tokenizer", None))
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from configs import shapes_clip
+from crossjax.config import validate_config
 from crossjax.data.bpe import CLIPBPE, GPT2BPE
 from crossjax.data.pipeline import DataPipeline
 from crossjax.data.text import Vocabulary
@@ -162,6 +163,14 @@ def test_bad_settings_are_one_line_errors(settings, match):
     with pytest.raises(ConfigError, match=match) as e:
         load_tokenizer(settings)
     assert "\n" not in str(e.value)
+
+
+def test_config_validation_rejects_an_unknown_kind():
+    config = shapes_clip.get_config("tiny")
+    validate_config(config)  # the default: the word vocabulary
+    config.data.tokenizer.kind = "bpe"
+    with pytest.raises(ConfigError, match=r"data.tokenizer.kind='bpe'; valid: wordpiece"):
+        validate_config(config)
 
 
 def test_wrong_files_are_one_line_errors(tmp_path):
