@@ -74,8 +74,9 @@ def base_config() -> ml_collections.ConfigDict:
                 "kind": "",
                 "vocab": "",
                 "merges": "",
-                "lowercase": None,
-                "strip_accents": None,
+                # typed placeholders (None) so --config.data.tokenizer.lowercase=False works
+                "lowercase": ml_collections.config_dict.placeholder(bool),
+                "strip_accents": ml_collections.config_dict.placeholder(bool),
                 "vocab_size": 0,
             },
             "audio_length": 0,  # crop/pad waveforms to this many samples; 0 keeps them
