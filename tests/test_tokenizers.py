@@ -73,6 +73,7 @@ def _encode_all(tokenizer, texts, max_len):
         ("bert_cased", {**BERT, "lowercase": False}),
         ("gpt2", GPT2),
         ("clip", CLIP),
+        ("clip_cased", {**CLIP, "lowercase": False}),
     ],
 )
 def test_ids_equal_the_reference_tokenizer_on_1000_sentences(name, settings, sentences, reference):
