@@ -21,6 +21,11 @@ from crossjax.errors import ConfigError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_WORD_CHARS = 100
+# ASCII text takes a shortcut with the same result: its control characters (all but tab,
+# newline, return) are dropped, it has no CJK, accents or NFC changes, and every
+# printable non-alphanumeric character is punctuation.
+_ASCII_CONTROL = {c: None for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]}
+_ASCII_WORDS = regex.compile(r"[0-9A-Za-z]+|[!-/:-@\[-`{-~]")
 
 
 def _is_whitespace(char: str) -> bool:
@@ -100,12 +105,16 @@ class WordPiece:
         self.lowercase = lowercase
         self.strip_accents = lowercase if strip_accents is None else strip_accents
         self._size = max(self.vocab.values()) + 1
+        self._pieces: dict[str, list[int]] = {}  # word -> ids: captions repeat their words
 
     def __len__(self) -> int:
         return self._size
 
     def basic_tokens(self, text: str) -> list[str]:
         """Words and punctuation marks of `text` (BERT's BasicTokenizer)."""
+        if text.isascii():
+            text = text.translate(_ASCII_CONTROL)
+            return _ASCII_WORDS.findall(text.lower() if self.lowercase else text)
         chars = []
         for char in text:
             if char in "\x00\ufffd" or _is_control(char):
@@ -127,6 +136,11 @@ class WordPiece:
 
     def word_pieces(self, word: str) -> list[int]:
         """Greedy longest-match-first pieces of one word; [UNK] when it has none."""
+        if word not in self._pieces:
+            self._pieces[word] = self._split_word(word)
+        return self._pieces[word]
+
+    def _split_word(self, word: str) -> list[int]:
         if len(word) > MAX_WORD_CHARS:
             return [self.unk_id]
         ids, start = [], 0
