@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sys
 import types
 from pathlib import Path
 
@@ -16,10 +17,11 @@ import pytest
 
 from configs import shapes_clip
 from crossjax.config import validate_config
+from crossjax.data import tokenizers as tokenizers_module
 from crossjax.data.bpe import CLIPBPE, GPT2BPE
 from crossjax.data.pipeline import DataPipeline
 from crossjax.data.text import Vocabulary
-from crossjax.data.tokenizers import has_known_tokens, load_tokenizer
+from crossjax.data.tokenizers import has_known_tokens, load_tokenizer, open_clip_bpe_file
 from crossjax.data.wordpiece import WordPiece
 from crossjax.errors import ConfigError
 from crossjax.evaluators import contrastive
@@ -145,6 +147,26 @@ def test_clip_vocab_size_keeps_the_first_merges():
     assert (small.sot_id, small.eot_id) == (598, 599)
     ids, mask = small.encode("photo", 8)
     assert ids[mask].max() == small.eot_id
+
+
+def test_clip_merges_default_to_the_file_inside_open_clip(tmp_path, monkeypatch):
+    package = tmp_path / "open_clip"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('open_clip needs torch')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "open_clip", raising=False)
+    assert open_clip_bpe_file() is None  # the package lacks the file
+    (package / "bpe_simple_vocab_16e6.txt.gz").write_bytes(
+        (FIXTURES / "clip_merges.txt.gz").read_bytes()
+    )
+    assert open_clip_bpe_file() == str(package / "bpe_simple_vocab_16e6.txt.gz")
+    assert len(load_tokenizer({"kind": "clip_bpe"})) == 1474  # found without importing it
+
+
+def test_clip_without_open_clip_asks_for_the_merges_file(monkeypatch):
+    monkeypatch.setattr(tokenizers_module, "open_clip_bpe_file", lambda: None)
+    with pytest.raises(ConfigError, match=r"merges is unset; clip_bpe needs the path of open_"):
+        load_tokenizer({"kind": "clip_bpe"})
 
 
 # -- errors --------------------------------------------------------------------------------
