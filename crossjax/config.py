@@ -60,8 +60,25 @@ def base_config() -> ml_collections.ConfigDict:
             "validation_group": None,
             "test_split": "test",
             "max_text_len": 16,
+            # The word vocabulary (tokenizer kind ""): words seen vocab_min_count times in
+            # the training split, at most max_vocab_size ids, saved as vocab.json in the run.
             "vocab_min_count": 2,
             "max_vocab_size": 5000,
+            # A pretrained text tower's own tokenizer (crossjax.data.tokenizers), read from
+            # the checkpoint's files; the tower's vocab_size is then the tokenizer's.
+            # kind: "" (word vocabulary) | "wordpiece" (BERT vocab.txt) | "gpt2_bpe" (GPT-2
+            # vocab.json + merges) | "clip_bpe" (merges: open_clip's
+            # bpe_simple_vocab_16e6.txt.gz, "": the one inside open_clip_torch; vocab_size:
+            # 0 for open_clip's 49408). lowercase/strip_accents: None = the kind's default.
+            "tokenizer": {
+                "kind": "",
+                "vocab": "",
+                "merges": "",
+                # typed placeholders (None) so --config.data.tokenizer.lowercase=False works
+                "lowercase": ml_collections.config_dict.placeholder(bool),
+                "strip_accents": ml_collections.config_dict.placeholder(bool),
+                "vocab_size": 0,
+            },
             "audio_length": 0,  # crop/pad waveforms to this many samples; 0 keeps them
             "sample_rate": 0,  # 0: from the dataset
             "extra_features": (),  # dataset features passed through as batch["attr/<name>"]
@@ -222,12 +239,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def check_data_config(data: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError for data fields that were renamed."""
+    """Raises ConfigError for data fields that were renamed, and for an unknown
+    data.tokenizer.kind (its files are read when the data pipeline starts)."""
     if "eval_split" in data:
         raise ConfigError(
             "data.eval_split was renamed data.test_split (validation: data.validation_split); "
             "rename it in your config"
         )
+    from crossjax.data.tokenizers import tokenizer_kind  # local: config imports no data code
+
+    tokenizer_kind(data.get("tokenizer", None))
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:

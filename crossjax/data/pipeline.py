@@ -62,6 +62,7 @@ from crossjax.data.rows import (
 from crossjax.data.spec import DataSpec
 from crossjax.data.text import Vocabulary
 from crossjax.data.tfds_source import default_data_dir, load_split_sources
+from crossjax.data.tokenizers import TextTokenizer, load_tokenizer
 from crossjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ class DataPipeline:
     seeded by `data.validation_seed`) that the training stream never yields. Splits are
     preprocessed into memory (see `_should_cache`) on their first read only.
     `config` is the `data` section of an experiment config; `vocab_path` is where the word
-    vocabulary of the training examples is stored with the run (read if it exists).
+    vocabulary of the training examples is stored with the run (read if it exists); with
+    `data.tokenizer` set, texts are tokenised by that instead (nothing is stored).
     """
 
     def __init__(self, config, *, batch_size: int, seed: int, vocab_path: str | os.PathLike | None):
@@ -367,7 +369,12 @@ class DataPipeline:
             raise ConfigError(f"data.image_mode={mode!r}; valid: {', '.join(IMAGE_MODES)} or ''")
         return mode or None
 
-    def _vocabulary(self, vocab_path) -> Vocabulary:
+    def _vocabulary(self, vocab_path) -> TextTokenizer:
+        """The run's tokenizer: `data.tokenizer`'s, else the word vocabulary of the
+        training examples (read from `vocab_path` where it exists, else built and saved)."""
+        tokenizer = load_tokenizer(self.config.get("tokenizer", None))
+        if tokenizer is not None:
+            return tokenizer
         if vocab_path is not None and os.path.exists(vocab_path):
             return Vocabulary.load(vocab_path)
         source = self.sources[self.split_names["train"]]

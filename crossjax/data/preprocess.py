@@ -21,7 +21,7 @@ import numpy as np
 
 from crossjax.data.catalog import is_image_key, read_feature
 from crossjax.data.imaging import fit_image_array
-from crossjax.data.text import Vocabulary
+from crossjax.data.tokenizers import TextTokenizer
 
 
 def as_captions(value: Any) -> list[str | bytes]:
@@ -40,7 +40,7 @@ class Preprocessor:
 
     features: Mapping[str, str]  # contract key -> dataset feature path
     modalities: tuple[str, ...]
-    vocab: Vocabulary | None
+    vocab: TextTokenizer | None  # the run's tokenizer (data.tokenizer), when it has text
     max_text_len: int
     audio_length: int
     extra_features: tuple[str, ...] = ()

@@ -11,7 +11,8 @@ class DataSpec:
 
     modalities: the modality keys present in the batch, e.g. ("image", "text", "audio").
     num_classes: number of classes of `label`, or None when the dataset has no label.
-    vocab_size: size of the word vocabulary (ids 0..vocab_size-1; 0 = padding, 1 = unknown).
+    vocab_size: size of the tokenizer's vocabulary (ids 0..vocab_size-1; for the word
+      vocabulary 0 = padding, 1 = unknown), the text tower's embedding rows.
     max_text_len: L, the padded length of `text`.
     image_shape: (H, W, C) of `image`.
     audio_shape: (T,) waveform length of `audio`.

@@ -30,7 +30,12 @@ def tokenize(text: str | bytes) -> list[str]:
 
 
 class Vocabulary:
-    """Maps words to ids and back; `encode` pads/truncates to a fixed length."""
+    """Maps words to ids and back; `encode` pads/truncates to a fixed length (a
+    crossjax.data.tokenizers.TextTokenizer)."""
+
+    pad_id = PAD_ID
+    unk_id = UNK_ID
+    special_ids = frozenset({PAD_ID})
 
     def __init__(self, words: list[str]):
         self.words = list(_SPECIAL) + [w for w in words if w not in _SPECIAL]

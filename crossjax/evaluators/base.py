@@ -48,7 +48,7 @@ class EvalContext:
     batches: Callable[[], Iterator[tuple[dict, np.ndarray]]]
     model: Any = None
     mesh: Any = None
-    vocab: Any = None  # crossjax.data.text.Vocabulary of the run, when it has text
+    vocab: Any = None  # the run's tokenizer (crossjax.data.tokenizers.TextTokenizer), if text
     # restore_run(workdir) -> (experiment, step, params) of another run's latest
     # checkpoint (the coherence judge). The trainer passes it in (see
     # crossjax.checkpoint.restore_experiment): evaluators never import the trainer.

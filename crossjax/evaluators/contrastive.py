@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from crossjax.data.tokenizers import has_known_tokens
 from crossjax.errors import ConfigError
 from crossjax.evaluators.base import EVALUATORS, EvalContext
 from crossjax.metrics.retrieval import retrieval_metrics
@@ -176,7 +177,7 @@ def class_prompt_embeddings(
     encoded = [ctx.vocab.encode(p, max_len) for p in prompts]
     text = np.stack([ids for ids, _ in encoded])
     mask = np.stack([m for _, m in encoded])
-    unknown = [c for c in class_names if all(i <= 1 for i in ctx.vocab.encode(c, max_len)[0])]
+    unknown = [c for c in class_names if not has_known_tokens(ctx.vocab, c, max_len)]
     if unknown:  # an unknown class word makes that class's prompts indistinguishable
         log.warning("zeroshot: class names not in the vocabulary: %s", ", ".join(unknown))
     emb = encode_texts(ctx, text, mask).reshape(len(class_names), len(templates), -1)

@@ -54,6 +54,8 @@ class Layout:
 
 
 _ALWAYS_SKIP = (r"(^|\.)num_batches_tracked$",)
+# Token embedding modules of the text towers: their rows are the tokenizer's vocabulary.
+_TOKEN_EMBEDDINGS = frozenset({"word_embeddings", "wte", "token_embedding"})
 LAYOUTS: dict[str, Layout] = {
     "plain": Layout(),
     "torchvision_resnet": Layout(),
@@ -302,9 +304,15 @@ def convert_state_dict(
             )
             if items
         ]
+        hint = ""
+        if any(t[-2] in _TOKEN_EMBEDDINGS for t in left_out if len(t) > 1):
+            hint = (
+                "; a text tower's vocab_size is its tokenizer's: set data.tokenizer to the "
+                "checkpoint's vocabulary files"
+            )
         raise ConfigError(
             f"{source} does not fit the model: {'; '.join(parts)}; set the encoder's "
-            "fields to the checkpoint's architecture, or pick the right layout/prefix"
+            f"fields to the checkpoint's architecture, or pick the right layout/prefix{hint}"
         )
     return traverse_util.unflatten_dict(filled)
 
