@@ -169,8 +169,8 @@ def _torch_two_tower(batch: dict) -> tuple:
     clip_loss = ClipLoss()
 
     def loss(image, text):
-        out = net(image, text)
-        return clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
+        image_features, text_features, logit_scale = net(image, text)[:3]
+        return clip_loss(image_features, text_features, logit_scale)
 
     return net, loss, (_nchw(batch["image"]), torch.from_numpy(batch["text"].astype(np.int64)))
 
