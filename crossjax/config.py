@@ -150,6 +150,12 @@ def base_config() -> ml_collections.ConfigDict:
             "b2": 0.999,
             "weight_decay": 1e-4,
             "grad_clip_norm": 1.0,  # 0 disables clipping
+            # Parameter path prefixes or tower names that never change, e.g.
+            # ("image_encoder",) for locked-image tuning (crossjax.param_groups).
+            "frozen": (),
+            # d < 1: block k of an L-block transformer tower trains at lr * d**(L - k),
+            # its embeddings at lr * d**(L + 1), its head at lr; 1.0: off.
+            "layer_decay": 1.0,
         }
     )
     return c
@@ -215,6 +221,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for name in ("learning_rate", "weight_decay", "grad_clip_norm", "b1", "b2"):
         if not isinstance(opt.get(name), (int, float)) or isinstance(opt.get(name), bool):
             raise ConfigError(f"config.optimizer.{name}={opt.get(name)!r} must be a number")
+    decay = opt.get("layer_decay", 1.0)
+    if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 < decay <= 1:
+        raise ConfigError(f"config.optimizer.layer_decay={decay!r}; valid: 0 < value <= 1")
     if not isinstance(opt.get("warmup_steps"), int) or opt.warmup_steps < 0:
         raise ConfigError(
             f"config.optimizer.warmup_steps={opt.get('warmup_steps')!r} must be an integer >= 0"

@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from crossjax import sharding
+from crossjax import param_groups, sharding
 from crossjax.checkpoint import Checkpoints, WorkdirLock, restore_experiment
 from crossjax.config import config_to_dict, validate_config
 from crossjax.data.pipeline import DataPipeline
@@ -54,7 +54,9 @@ class TrainState:
 
 
 def build_optimizer(config: ml_collections.ConfigDict, num_train_steps: int):
-    """Optax chain from `config.optimizer`: global-norm clipping + adamw/adam/sgd + schedule."""
+    """Optax chain from `config.optimizer`: global-norm clipping + adamw/adam/sgd + schedule,
+    learning rates decayed by layer (`layer_decay`), and no update for the `frozen`
+    parameters (crossjax.param_groups)."""
     opt = config.optimizer
     if opt.schedule == "cosine":
         lr = optax.warmup_cosine_decay_schedule(
@@ -82,7 +84,12 @@ def build_optimizer(config: ml_collections.ConfigDict, num_train_steps: int):
     else:
         raise CrossjaxError(f"optimizer.name={opt.name!r}; valid: adam, adamw, sgd")
     parts = [optax.clip_by_global_norm(opt.grad_clip_norm)] if opt.grad_clip_norm else []
-    return optax.chain(*parts, core)
+    parts.append(core)
+    if opt.get("layer_decay", 1.0) != 1.0:
+        parts.append(param_groups.scale_by_layer_decay(opt.layer_decay))
+    # Frozen parameters are outside the chain: clipping sees only the trainable gradients.
+    frozen = param_groups.parse_frozen(opt.get("frozen", ()))
+    return param_groups.freeze(optax.chain(*parts), frozen)
 
 
 def open_data(config: ml_collections.ConfigDict, workdir: Path) -> DataPipeline:
@@ -128,6 +135,7 @@ class Experiment:
         self.model = build_model(config.model, data.spec)
         self.loss_fn = build_loss(config.losses)
         self.tx = build_optimizer(config, config.num_train_steps)
+        self.frozen = param_groups.parse_frozen(config.optimizer.get("frozen", ()))
         self.seed = config.seed
         self.num_classes = data.spec.num_classes
         self.grad_accum = config.get("grad_accum_steps", 1)
@@ -236,6 +244,8 @@ class Experiment:
           the whole batch's loss with its own rows recomputed live and the others cached.
         """
         k = self.grad_accum
+        # Frozen parameters get zero gradients, and a frozen tower no backward pass.
+        params = param_groups.stop_frozen_gradients(params, self.frozen)
         if k == 1:
             (loss, metrics), grads = jax.value_and_grad(self._loss, has_aux=True)(
                 params, batch, step
@@ -338,7 +348,7 @@ class Experiment:
     def _train_step(self, state: TrainState, batch, acc):
         loss, metrics, grads = self._grads(state.params, batch, state.step)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = param_groups.apply_updates(state.params, updates, self.frozen)
         # The global gradient norm is one more pass over every gradient (a sixth of an
         # MLP VAE step on CPU), so it is computed only at the steps the trainer logs;
         # `grad_norm` is that step's value, the other metrics the interval's mean.
