@@ -70,6 +70,11 @@ def base_config() -> ml_collections.ConfigDict:
             # the dataset's channels (for "files": RGB, idx files: L).
             "image_size": (),
             "image_mode": "",
+            # Per-channel (C,) mean and std that images in [0, 1] are normalised with,
+            # (x - mean) / std, e.g. CLIP's for a pretrained tower (OPENAI_CLIP_MEAN/STD in
+            # crossjax.data.preprocess); () keeps [0, 1].
+            "image_mean": (),
+            "image_std": (),
             # C > 0: batches also carry `captions` (B, C, L) int32 + `captions_mask` (B, C, L)
             # bool, the first C captions of each example (missing ones all-False). `text`
             # is always ONE caption: a seeded random one in training, the first in eval.

@@ -425,24 +425,13 @@ class Experiment:
         step: int = 0,
         writer: MetricWriter | None = None,
         workdir: Path | None = None,
+        losses: bool = True,
     ) -> dict[str, float]:
         """A full pass over `split` ("validation" or "test"): every loss metric is the
         mean over all of its examples, each counted once; then the evaluators named in
-        `config.evaluators` on the same split."""
-        acc = None
-        for batch in self._eval_global_batches(split):
-            if acc is None:
-                acc = self._empty_eval_acc(params, batch)
-            acc = self.eval_step(params, batch, acc, jnp.asarray(step, jnp.int32))
-        if acc is None:
-            raise CrossjaxError(f"the {split} split is empty; nothing to evaluate")
-        acc = jax.device_get(acc)
-        _, losses = self.loss_fn.finalize(acc["sums"], acc["counts"])
-        metrics = {k: float(v) for k, v in losses.items()}
-        if "confusion" in acc:
-            metrics["accuracy"] = accuracy_from_confusion(acc["confusion"])
-            metrics["macro_f1"] = macro_f1_from_confusion(acc["confusion"])
-        metrics["num_examples"] = float(acc["count"])
+        `config.evaluators` on the same split. `losses=False` runs the evaluators alone
+        (e.g. zero-shot on labelled images, which the contrastive loss cannot read)."""
+        metrics = self._loss_metrics(params, split, step) if losses else {}
         ctx = EvalContext(
             config=self.config,
             spec=self.data.spec,
@@ -460,6 +449,23 @@ class Experiment:
         for _name, evaluator, kwargs in self.evaluators:
             for key, value in evaluator(ctx, **kwargs).items():
                 metrics[key] = float(value)
+        return metrics
+
+    def _loss_metrics(self, params, split: str, step: int) -> dict[str, float]:
+        acc = None
+        for batch in self._eval_global_batches(split):
+            if acc is None:
+                acc = self._empty_eval_acc(params, batch)
+            acc = self.eval_step(params, batch, acc, jnp.asarray(step, jnp.int32))
+        if acc is None:
+            raise CrossjaxError(f"the {split} split is empty; nothing to evaluate")
+        acc = jax.device_get(acc)
+        _, losses = self.loss_fn.finalize(acc["sums"], acc["counts"])
+        metrics = {k: float(v) for k, v in losses.items()}
+        if "confusion" in acc:
+            metrics["accuracy"] = accuracy_from_confusion(acc["confusion"])
+            metrics["macro_f1"] = macro_f1_from_confusion(acc["confusion"])
+        metrics["num_examples"] = float(acc["count"])
         return metrics
 
     def _empty_eval_acc(self, params, batch):

@@ -52,7 +52,7 @@ from crossjax.data.labels import (
     paired_fraction_of,
     weak_pairing,
 )
-from crossjax.data.preprocess import Preprocessor, collate
+from crossjax.data.preprocess import Preprocessor, collate, image_normalization
 from crossjax.data.rows import (
     SplitRows,
     missing_modality_table,
@@ -143,6 +143,7 @@ class DataPipeline:
             image_size=self._image_size(),
             image_mode=self._image_mode(),
             all_captions=int(config.get("all_captions", 0) or 0),
+            **self._image_normalization(),
         )
         self.spec = self._spec()
         self.presence = self._incomplete_training_part()
@@ -360,6 +361,12 @@ class DataPipeline:
         if size and (len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size)):
             raise ConfigError(f"data.image_size={size!r}; valid: (height, width) or () to keep")
         return (int(size[0]), int(size[1])) if size else None
+
+    def _image_normalization(self) -> dict[str, tuple[float, ...]]:
+        mean, std = image_normalization(
+            self.config.get("image_mean", ()), self.config.get("image_std", ())
+        )
+        return {"image_mean": mean, "image_std": std}
 
     def _image_mode(self) -> str | None:
         mode = self.config.get("image_mode", "") or ""

@@ -74,15 +74,18 @@ class TwoTower(nn.Module):
         return l2_normalize(emb)
 
     def __call__(self, batch: Mapping[str, jax.Array], *, train: bool = False) -> dict:
-        image = self.encode_image(batch["image"], train=train)
-        text = self.encode_text(batch["text"], batch.get("text_mask"), train=train)
-        chex.assert_equal_shape([image, text])
-        return {
-            "emb/image": image,
-            "emb/text": text,
+        """Both embeddings; a batch without `text` (labelled images for zero-shot
+        evaluation) gives `emb/image` alone."""
+        outputs = {
+            "emb/image": self.encode_image(batch["image"], train=train),
             "logit_scale": jnp.minimum(jnp.exp(self.log_scale), MAX_LOGIT_SCALE),
             "logit_bias": self.bias,
         }
+        if "text" in batch:
+            text = self.encode_text(batch["text"], batch.get("text_mask"), train=train)
+            chex.assert_equal_shape([outputs["emb/image"], text])
+            outputs["emb/text"] = text
+        return outputs
 
 
 _DEFAULTS = {
