@@ -1,4 +1,4 @@
-"""python scripts/train.py --config configs/clip_vit_b32.py:lit --workdir runs/b32_lit \
+"""python scripts/train.py --config configs/clip_vit_b32.py --workdir runs/b32 \
     --config.data.source.path=/data/coco/captions.json --config.data.source.images=/data/coco/images \
     --config.model.encoder_kwargs.image.pretrained=/data/ViT-B-32.safetensors \
     --config.model.encoder_kwargs.text.pretrained=/data/ViT-B-32.safetensors \
@@ -10,7 +10,8 @@ resized to 224x224 and normalised with CLIP's mean and std, captions tokenised b
 BPE. Evaluated by image<->text retrieval over every caption. Worked example, zero-shot
 included: docs/pretrained_clip_example.md.
 
-- (no variant): fine-tunes both towers, learning rates decayed by layer (0.75).
+- (no variant): fine-tunes both towers, learning rates decayed by layer (0.75). Left
+  unset, `pretrained` ("") starts a tower from random weights (with a warning).
 - `lit`: locked-image tuning: the image tower frozen, the text tower (and temperature) tuned.
 - `probe`: a linear probe on the frozen image tower: a labelled image folder
   (`data.source.format=image_folder`), only a linear classifier head trains.

@@ -195,6 +195,8 @@ class Experiment:
 
     # -- train ----------------------------------------------------------------------------
     def _apply(self, params, batch, *, train: bool, rngs):
+        # Frozen parameters get zero gradients, and a frozen input tower no backward pass.
+        params = param_groups.stop_frozen_gradients(params, self.frozen)
         # The mesh tells models how the batch is split (crossjax.models.conv.data_shards).
         with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
             return self.model.apply({"params": params}, batch, train=train, rngs=rngs)
@@ -244,8 +246,6 @@ class Experiment:
           the whole batch's loss with its own rows recomputed live and the others cached.
         """
         k = self.grad_accum
-        # Frozen parameters get zero gradients, and a frozen tower no backward pass.
-        params = param_groups.stop_frozen_gradients(params, self.frozen)
         if k == 1:
             (loss, metrics), grads = jax.value_and_grad(self._loss, has_aux=True)(
                 params, batch, step

@@ -5,6 +5,7 @@ with the converted random-weight CLIP of tests/fixtures/pretrained (its stand-in
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import jax
@@ -17,11 +18,20 @@ from configs import clip_vit_b32
 from crossjax import param_groups, runs
 from crossjax import train as train_lib
 from crossjax.config import base_config, validate_config
+from crossjax.data.preprocess import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    Preprocessor,
+    image_normalization,
+)
+from crossjax.data.spec import DataSpec, dummy_batch
 from crossjax.errors import ConfigError
+from crossjax.models import build_model
 from crossjax.models.clip_towers import CLIPVisionTransformer
 from crossjax.models.hf_text import BertTextEncoder, GPT2TextEncoder
 from crossjax.models.siglip_towers import SiglipVisionTransformer
 from crossjax.models.transformer import ViTImageEncoder
+from crossjax.sharding import make_mesh
 from tests.test_real_data import _image, write_image_folder
 
 CLIP = Path(__file__).parent / "fixtures" / "pretrained" / "clip.safetensors"
@@ -138,6 +148,60 @@ def test_frozen_parameters_keep_their_bits_and_stop_their_gradients():
 
     grads = jax.grad(loss)(params)
     assert not np.any(grads["a"]) and np.array_equal(grads["b"], params["a"])
+
+
+def test_a_frozen_tower_has_zero_gradients_and_no_backward_pass():
+    spec = DataSpec(
+        modalities=("image", "text"), vocab_size=64, max_text_len=12, image_shape=(32, 32, 3)
+    )
+    rng = np.random.default_rng(0)
+    batch = jax.tree.map(jnp.asarray, dummy_batch(spec, 8))
+    batch["image"] = jnp.asarray(rng.standard_normal(batch["image"].shape), jnp.float32)
+    batch["text"] = jnp.asarray(rng.integers(1, 64, batch["text"].shape), jnp.int32)
+    flops = {}
+    for variant in ("tiny", "lit_tiny"):
+        config = clip_vit_b32.get_config(variant)  # random weights: no `pretrained`
+        exp = train_lib.Experiment(config, types.SimpleNamespace(spec=spec), make_mesh(1))
+        params = exp.init().params
+        grads_fn = jax.jit(exp._grads)
+        _, _, grads = grads_fn(params, batch, jnp.zeros((), jnp.int32))
+        frozen = jax.tree.leaves(grads["image_encoder"])
+        if variant == "lit_tiny":
+            assert not any(np.any(g) for g in frozen)
+        else:
+            assert all(np.any(g) for g in frozen)
+        compiled = grads_fn.lower(params, batch, jnp.zeros((), jnp.int32)).compile()
+        flops[variant] = compiled.cost_analysis()["flops"]
+    assert flops["lit_tiny"] < 0.7 * flops["tiny"]  # the image tower's backward is skipped
+
+
+def test_two_tower_on_labelled_images_alone_keeps_its_text_tower():
+    # Zero-shot data without captions: a tokenizer gives the vocabulary, the model still
+    # has its text tower (for the prompts) and embeds the images alone.
+    spec = DataSpec(modalities=("image",), vocab_size=64, max_text_len=12, image_shape=(32, 32, 3))
+    model = build_model(clip_vit_b32.get_config("zeroshot_tiny").model, spec)
+    variables = model.init(jax.random.key(0), {"image": IMAGE})
+    assert {"image_encoder", "text_encoder"} <= set(variables["params"])
+    outputs = model.apply(variables, {"image": IMAGE})
+    assert "emb/text" not in outputs and outputs["emb/image"].shape == (1, 16)
+    prompts = model.apply(variables, TEXT, TEXT > 0, method="encode_text")
+    assert prompts.shape == (1, 16)
+
+
+def test_images_are_normalised_with_the_configs_mean_and_std():
+    pixels = np.arange(2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 3) * 20
+    mean, std = image_normalization(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+    clip = Preprocessor({"image": "image"}, ("image",), None, 0, 0, image_mean=mean, image_std=std)
+    want = (pixels / 255.0 - np.array(OPENAI_CLIP_MEAN)) / np.array(OPENAI_CLIP_STD)
+    np.testing.assert_allclose(clip({"image": pixels})["image"], want, rtol=1e-6)
+    plain = Preprocessor({"image": "image"}, ("image",), None, 0, 0)
+    np.testing.assert_allclose(plain({"image": pixels})["image"], pixels / 255.0, rtol=1e-6)
+    with pytest.raises(ConfigError, match="have 3 values but the images have 1 channels"):
+        clip({"image": pixels[..., :1]})
+    with pytest.raises(ConfigError, match="one number per channel each"):
+        image_normalization((0.5, 0.5), (0.5,))
+    with pytest.raises(ConfigError, match="std > 0"):
+        image_normalization((0.5,), (0.0,))
 
 
 # -- configs/clip_vit_b32.py on tiny files -----------------------------------------------------
