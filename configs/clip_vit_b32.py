@@ -37,8 +37,8 @@ from crossjax.data.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 VIT_B32 = {"patch_size": 32, "width": 768, "layers": 12, "num_heads": 12, "pretrained": ""}
 TEXT_B32 = {"context_length": 77, "width": 512, "layers": 12, "num_heads": 8, "pretrained": ""}
-TINY_VIT = {"patch_size": 8, "width": 16, "layers": 2, "num_heads": 2}
-TINY_TEXT = {"context_length": 12, "width": 16, "layers": 2, "num_heads": 2}
+TINY_VIT = {"patch_size": 8, "width": 16, "layers": 2, "num_heads": 2, "pretrained": ""}
+TINY_TEXT = {"context_length": 12, "width": 16, "layers": 2, "num_heads": 2, "pretrained": ""}
 TEMPLATES = ("a photo of a {}.",)
 
 

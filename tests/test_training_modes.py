@@ -32,6 +32,7 @@ from crossjax.models.hf_text import BertTextEncoder, GPT2TextEncoder
 from crossjax.models.siglip_towers import SiglipVisionTransformer
 from crossjax.models.transformer import ViTImageEncoder
 from crossjax.sharding import make_mesh
+from tests.test_cli import _run
 from tests.test_real_data import _image, write_image_folder
 
 CLIP = Path(__file__).parent / "fixtures" / "pretrained" / "clip.safetensors"
@@ -160,7 +161,7 @@ def test_a_frozen_tower_has_zero_gradients_and_no_backward_pass():
     batch["text"] = jnp.asarray(rng.integers(1, 64, batch["text"].shape), jnp.int32)
     flops = {}
     for variant in ("tiny", "lit_tiny"):
-        config = clip_vit_b32.get_config(variant)  # random weights: no `pretrained`
+        config = clip_vit_b32.get_config(variant)  # random weights: pretrained=""
         exp = train_lib.Experiment(config, types.SimpleNamespace(spec=spec), make_mesh(1))
         params = exp.init().params
         grads_fn = jax.jit(exp._grads)
@@ -228,9 +229,8 @@ def _tiny(variant: str, tmp_path: Path) -> ml_collections.ConfigDict:
     config = clip_vit_b32.get_config(variant)
     config.num_devices = 1
     config.data.data_dir = str(tmp_path / "data")
-    for tower in ("image", "text"):
-        if tower in config.model.encoder_kwargs:
-            config.model.encoder_kwargs[tower].pretrained = str(CLIP)
+    for tower in config.model.encoder_kwargs.values():
+        tower.pretrained = str(CLIP)
     return config
 
 
@@ -286,3 +286,21 @@ def test_clip_vit_b32_variants_run_on_tiny_files(tmp_path):
     metrics = runs.evaluate_config(config, tmp_path / "zs", "test", losses=False)
     assert set(metrics) == {"zeroshot/accuracy", "zeroshot/num_examples"}
     assert metrics["zeroshot/num_examples"] > 0
+
+
+def test_the_docs_retrieval_command_evaluates_the_pretrained_weights(tmp_path):
+    captions = write_clip_coco(tmp_path / "coco")
+    code, out, err = _run(
+        "evaluate",
+        "--config=configs/clip_vit_b32.py:tiny",
+        f"--workdir={tmp_path / 'run'}",
+        f"--config.data.data_dir={tmp_path / 'data'}",
+        f"--config.data.source.path={captions}",
+        f"--config.data.source.images={captions.parent / 'images'}",
+        f"--config.model.encoder_kwargs.image.pretrained={CLIP}",
+        f"--config.model.encoder_kwargs.text.pretrained={CLIP}",
+    )
+    assert code == 0, err
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["step"] == 0 and metrics["split"] == "test"
+    assert 0 <= metrics["retrieval/i2t_r1"] <= 1 and metrics["loss"] > 0
