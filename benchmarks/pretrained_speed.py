@@ -83,10 +83,10 @@ def main() -> None:
         nchw = torch.from_numpy(images)
         nhwc = jax.device_put(np.ascontiguousarray(images.transpose(0, 2, 3, 1)))
 
-        def run_jax():
+        def run_jax(nhwc=nhwc):
             return apply(variables, nhwc).block_until_ready()
 
-        def run_torch(model=visual):
+        def run_torch(model=visual, nchw=nchw):
             with torch.no_grad():
                 return model(nchw)
 

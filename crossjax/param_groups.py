@@ -112,9 +112,9 @@ def layer_decay_factors(params: Any, decay: float) -> Any:
                 break
     if not depth:
         raise ConfigError(
-            f"optimizer.layer_decay={decay} needs a transformer tower (blocks named "
-            "resblocks_<k>, layer_<k>, layers_<k>, h_<k> or block_<k>); this model has none; "
-            "set layer_decay=1.0"
+            f"optimizer.layer_decay={decay} needs a trainable transformer tower (blocks "
+            "named resblocks_<k>, layer_<k>, layers_<k>, h_<k> or block_<k>, not frozen); "
+            "this model has none; set layer_decay=1.0"
         )
 
     def factor(path: tuple[str, ...]) -> float:

@@ -87,7 +87,9 @@ def test_layer_decay_refuses_unknown_layouts():
     params = {"tower": {"transformer": {"resblocks_0": {"w": 1.0}}, "adapter": {"w": 1.0}}}
     with pytest.raises(ConfigError, match="cannot place parameter tower/adapter/w"):
         param_groups.layer_decay_factors(params, 0.5)
-    with pytest.raises(ConfigError, match="needs a transformer tower.*set layer_decay=1.0"):
+    with pytest.raises(
+        ConfigError, match="needs a trainable transformer tower.*set layer_decay=1.0"
+    ):
         param_groups.layer_decay_factors({"cnn": {"conv_0": {"kernel": 1.0}}}, 0.5)
     config = clip_vit_b32.get_config("tiny")
     config.optimizer.layer_decay = 1.5
@@ -115,6 +117,13 @@ def test_layer_decay_scales_each_parameters_learning_rate():
     got = {k: float(v[0]) for k, v in _flat(updates).items()}
     want = {"enc/embed": 0.125, "enc/layers_0": 0.25, "enc/layers_1": 0.5, "head": 1.0}
     assert got == pytest.approx({k: -0.1 * v for k, v in want.items()})
+    # With a frozen tower: it gets nothing; the others keep their factors.
+    tx = _optimizer(name="sgd", b1=0.0, learning_rate=0.1, layer_decay=0.5, frozen=("head",))
+    state = tx.init(params)
+    for _ in range(2):
+        updates, state = tx.update(grads, state, params)
+    got = {k: float(v[0]) for k, v in _flat(updates).items()}
+    assert got == pytest.approx({**{k: -0.1 * v for k, v in want.items()}, "head": 0.0})
 
 
 # -- frozen parameters -------------------------------------------------------------------------
