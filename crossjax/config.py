@@ -87,6 +87,11 @@ def base_config() -> ml_collections.ConfigDict:
             # the dataset's channels (for "files": RGB, idx files: L).
             "image_size": (),
             "image_mode": "",
+            # Per-channel (C,) mean and std that images in [0, 1] are normalised with,
+            # (x - mean) / std, e.g. CLIP's for a pretrained tower (OPENAI_CLIP_MEAN/STD in
+            # crossjax.data.preprocess); () keeps [0, 1].
+            "image_mean": (),
+            "image_std": (),
             # C > 0: batches also carry `captions` (B, C, L) int32 + `captions_mask` (B, C, L)
             # bool, the first C captions of each example (missing ones all-False). `text`
             # is always ONE caption: a seeded random one in training, the first in eval.
@@ -167,6 +172,12 @@ def base_config() -> ml_collections.ConfigDict:
             "b2": 0.999,
             "weight_decay": 1e-4,
             "grad_clip_norm": 1.0,  # 0 disables clipping
+            # Parameter path prefixes or tower names that never change, e.g.
+            # ("image_encoder",) for locked-image tuning (crossjax.param_groups).
+            "frozen": (),
+            # d < 1: block k of an L-block transformer tower trains at lr * d**(L - k),
+            # its embeddings at lr * d**(L + 1), its head at lr; 1.0: off.
+            "layer_decay": 1.0,
         }
     )
     return c
@@ -232,6 +243,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for name in ("learning_rate", "weight_decay", "grad_clip_norm", "b1", "b2"):
         if not isinstance(opt.get(name), (int, float)) or isinstance(opt.get(name), bool):
             raise ConfigError(f"config.optimizer.{name}={opt.get(name)!r} must be a number")
+    decay = opt.get("layer_decay", 1.0)
+    if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 < decay <= 1:
+        raise ConfigError(f"config.optimizer.layer_decay={decay!r}; valid: 0 < value <= 1")
     if not isinstance(opt.get("warmup_steps"), int) or opt.warmup_steps < 0:
         raise ConfigError(
             f"config.optimizer.warmup_steps={opt.get('warmup_steps')!r} must be an integer >= 0"

@@ -2,6 +2,7 @@
 
     exp, step, params = restore_run("runs/demo")          # latest checkpoint
     step, metrics = evaluate_checkpoint("runs/demo", "best")
+    metrics = evaluate_config(config, "runs/clip_zeroshot")   # pretrained, untrained
 
 The front end of `scripts/evaluate.py` and `scripts/generate.py`. It sits above the
 trainer (it builds `crossjax.train.Experiment`s); evaluators never import it: an
@@ -48,6 +49,25 @@ def evaluate_checkpoint(
     coherence judge named by a relative path is found beside it)."""
     exp, step, params = restore_run(workdir, checkpoint)
     return step, exp.evaluate(params, split=split, step=step, workdir=Path(workdir))
+
+
+def evaluate_config(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    split: str = "test",
+    *,
+    losses: bool = True,
+) -> dict[str, float]:
+    """Evaluates `config`'s initial parameters (its pretrained towers, loaded at init) on
+    `split` without training: zero-shot and retrieval of a downloaded CLIP. `losses=False`
+    runs the evaluators alone (data without the pairs a contrastive loss reads)."""
+    from crossjax.config import validate_config
+
+    validate_config(config)
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    exp = build_experiment(config, workdir)
+    params = exp.init().params
+    return exp.evaluate(params, split=split, step=0, workdir=Path(workdir), losses=losses)
 
 
 def load_generator(workdir: str | Path, checkpoint: str | int = "latest") -> CrossModalGenerator:

@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from crossjax import sharding
+from crossjax import param_groups, sharding
 from crossjax.checkpoint import Checkpoints, WorkdirLock, restore_experiment
 from crossjax.config import config_to_dict, validate_config
 from crossjax.data.pipeline import DataPipeline
@@ -54,7 +54,9 @@ class TrainState:
 
 
 def build_optimizer(config: ml_collections.ConfigDict, num_train_steps: int):
-    """Optax chain from `config.optimizer`: global-norm clipping + adamw/adam/sgd + schedule."""
+    """Optax chain from `config.optimizer`: global-norm clipping + adamw/adam/sgd + schedule,
+    learning rates decayed by layer (`layer_decay`), and no update for the `frozen`
+    parameters (crossjax.param_groups)."""
     opt = config.optimizer
     if opt.schedule == "cosine":
         lr = optax.warmup_cosine_decay_schedule(
@@ -82,7 +84,12 @@ def build_optimizer(config: ml_collections.ConfigDict, num_train_steps: int):
     else:
         raise CrossjaxError(f"optimizer.name={opt.name!r}; valid: adam, adamw, sgd")
     parts = [optax.clip_by_global_norm(opt.grad_clip_norm)] if opt.grad_clip_norm else []
-    return optax.chain(*parts, core)
+    parts.append(core)
+    if opt.get("layer_decay", 1.0) != 1.0:
+        parts.append(param_groups.scale_by_layer_decay(opt.layer_decay))
+    # Frozen parameters are outside the chain: clipping sees only the trainable gradients.
+    frozen = param_groups.parse_frozen(opt.get("frozen", ()))
+    return param_groups.freeze(optax.chain(*parts), frozen)
 
 
 def open_data(config: ml_collections.ConfigDict, workdir: Path) -> DataPipeline:
@@ -128,6 +135,7 @@ class Experiment:
         self.model = build_model(config.model, data.spec)
         self.loss_fn = build_loss(config.losses)
         self.tx = build_optimizer(config, config.num_train_steps)
+        self.frozen = param_groups.parse_frozen(config.optimizer.get("frozen", ()))
         self.seed = config.seed
         self.num_classes = data.spec.num_classes
         self.grad_accum = config.get("grad_accum_steps", 1)
@@ -187,6 +195,8 @@ class Experiment:
 
     # -- train ----------------------------------------------------------------------------
     def _apply(self, params, batch, *, train: bool, rngs):
+        # Frozen parameters get zero gradients, and a frozen input tower no backward pass.
+        params = param_groups.stop_frozen_gradients(params, self.frozen)
         # The mesh tells models how the batch is split (crossjax.models.conv.data_shards).
         with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
             return self.model.apply({"params": params}, batch, train=train, rngs=rngs)
@@ -338,7 +348,7 @@ class Experiment:
     def _train_step(self, state: TrainState, batch, acc):
         loss, metrics, grads = self._grads(state.params, batch, state.step)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = param_groups.apply_updates(state.params, updates, self.frozen)
         # The global gradient norm is one more pass over every gradient (a sixth of an
         # MLP VAE step on CPU), so it is computed only at the steps the trainer logs;
         # `grad_norm` is that step's value, the other metrics the interval's mean.
@@ -415,24 +425,13 @@ class Experiment:
         step: int = 0,
         writer: MetricWriter | None = None,
         workdir: Path | None = None,
+        losses: bool = True,
     ) -> dict[str, float]:
         """A full pass over `split` ("validation" or "test"): every loss metric is the
         mean over all of its examples, each counted once; then the evaluators named in
-        `config.evaluators` on the same split."""
-        acc = None
-        for batch in self._eval_global_batches(split):
-            if acc is None:
-                acc = self._empty_eval_acc(params, batch)
-            acc = self.eval_step(params, batch, acc, jnp.asarray(step, jnp.int32))
-        if acc is None:
-            raise CrossjaxError(f"the {split} split is empty; nothing to evaluate")
-        acc = jax.device_get(acc)
-        _, losses = self.loss_fn.finalize(acc["sums"], acc["counts"])
-        metrics = {k: float(v) for k, v in losses.items()}
-        if "confusion" in acc:
-            metrics["accuracy"] = accuracy_from_confusion(acc["confusion"])
-            metrics["macro_f1"] = macro_f1_from_confusion(acc["confusion"])
-        metrics["num_examples"] = float(acc["count"])
+        `config.evaluators` on the same split. `losses=False` runs the evaluators alone
+        (e.g. zero-shot on labelled images, which the contrastive loss cannot read)."""
+        metrics = self._loss_metrics(params, split, step) if losses else {}
         ctx = EvalContext(
             config=self.config,
             spec=self.data.spec,
@@ -450,6 +449,23 @@ class Experiment:
         for _name, evaluator, kwargs in self.evaluators:
             for key, value in evaluator(ctx, **kwargs).items():
                 metrics[key] = float(value)
+        return metrics
+
+    def _loss_metrics(self, params, split: str, step: int) -> dict[str, float]:
+        acc = None
+        for batch in self._eval_global_batches(split):
+            if acc is None:
+                acc = self._empty_eval_acc(params, batch)
+            acc = self.eval_step(params, batch, acc, jnp.asarray(step, jnp.int32))
+        if acc is None:
+            raise CrossjaxError(f"the {split} split is empty; nothing to evaluate")
+        acc = jax.device_get(acc)
+        _, losses = self.loss_fn.finalize(acc["sums"], acc["counts"])
+        metrics = {k: float(v) for k, v in losses.items()}
+        if "confusion" in acc:
+            metrics["accuracy"] = accuracy_from_confusion(acc["confusion"])
+            metrics["macro_f1"] = macro_f1_from_confusion(acc["confusion"])
+        metrics["num_examples"] = float(acc["count"])
         return metrics
 
     def _empty_eval_acc(self, params, batch):

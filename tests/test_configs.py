@@ -32,6 +32,7 @@ VARIANTS = {
     "digits_vae": [*TINY, "iwae", "iwae_tiny"],
     "files_vae": [*TINY, "iwae", "iwae_tiny"],
     "files_clip": [*TINY, "siglip", "siglip_tiny"],
+    "clip_vit_b32": [*TINY, "lit", "lit_tiny", "probe", "probe_tiny", "zeroshot_tiny", "quickgelu"],
     "mnist_vae": TINY,
     "mnist_m2": [*TINY, "600", "1000", "3000"],
     "mnist_cnn": [*TINY, "fashion", "fashion_tiny"],

@@ -20,6 +20,7 @@ from crossjax.data.spec import DataSpec
 from crossjax.data.text import Vocabulary
 from crossjax.errors import ConfigError
 from crossjax.evaluators import EVALUATORS, EvalContext
+from crossjax.evaluators.prompt_files import read_string_list
 from crossjax.losses import LOSSES, LossContext, build_loss
 from crossjax.losses.contrastive import (
     sharded_sigmoid_contrastive_loss,
@@ -368,6 +369,40 @@ def test_zeroshot_on_a_toy_case():
     assert metrics["zeroshot/accuracy"] == pytest.approx(4 / 5)
     with pytest.raises(ConfigError, match="exactly one of"):
         EVALUATORS.get("zeroshot")(ctx)
+
+
+def test_zeroshot_reads_class_names_and_templates_from_files(tmp_path):
+    colour = np.array([0, 1, 2, 0, 1])
+    ctx = _toy_eval_context(np.eye(3)[[0, 1, 2, 2, 1]], {"label": colour})
+    zeroshot = EVALUATORS.get("zeroshot")
+    want = zeroshot(ctx, class_names=["red", "green", "blue"], templates=["a {}", "{}"])
+    assert want["zeroshot/accuracy"] == pytest.approx(4 / 5)
+    (tmp_path / "names.txt").write_text("# colours\nred\n\ngreen\nblue\n")
+    (tmp_path / "t.json").write_text(json.dumps(["a {}", "{}"]))
+    (tmp_path / "t.py").write_text('X = 1\nT = (lambda c: f"a {c}", lambda c: f"{c}")\n')
+    for templates in ("t.json", "t.py"):
+        got = zeroshot(
+            ctx,
+            class_names_file=str(tmp_path / "names.txt"),
+            templates_file=str(tmp_path / templates),
+        )
+        assert got == want
+    assert read_string_list(str(tmp_path / "t.py"), "f") == ["a {}", "{}"]
+    (tmp_path / "empty.txt").write_text("\n# nothing\n")
+    (tmp_path / "bad.txt").write_text("a photo of a\n")
+    names = {"class_names_file": str(tmp_path / "names.txt")}
+    cases = [
+        ({"class_names_file": str(tmp_path / "none.txt")}, "class_names_file=.*does not exist"),
+        ({"class_names_file": str(tmp_path / "empty.txt")}, "empty.txt lists nothing"),
+        ({**names, "templates_file": str(tmp_path / "bad.txt")}, "'a photo of a' has no '{}'"),
+        ({**names, "templates": ()}, "the list of templates is empty"),
+        ({**names, "templates": ["{}"], "templates_file": "t.txt"}, "not both"),
+        ({**names, "class_names": ["red"]}, "exactly one of"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ConfigError, match=match) as error:
+            zeroshot(ctx, **kwargs)
+        assert "\n" not in str(error.value)
 
 
 def test_retrieval_evaluator_uses_every_real_caption():

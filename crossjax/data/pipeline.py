@@ -52,7 +52,7 @@ from crossjax.data.labels import (
     paired_fraction_of,
     weak_pairing,
 )
-from crossjax.data.preprocess import Preprocessor, collate
+from crossjax.data.preprocess import Preprocessor, collate, image_normalization
 from crossjax.data.rows import (
     SplitRows,
     missing_modality_table,
@@ -62,7 +62,7 @@ from crossjax.data.rows import (
 from crossjax.data.spec import DataSpec
 from crossjax.data.text import Vocabulary
 from crossjax.data.tfds_source import default_data_dir, load_split_sources
-from crossjax.data.tokenizers import TextTokenizer, load_tokenizer
+from crossjax.data.tokenizers import TextTokenizer, load_tokenizer, tokenizer_kind
 from crossjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,11 @@ class DataPipeline:
         self.row_indices = self._row_indices(held_out=validation is None)
         self.num_examples = {k: len(v) for k, v in self.row_indices.items()}
         self.num_train = self.num_examples["train"]
-        self.vocab = self._vocabulary(vocab_path) if "text" in modalities else None
+        # A pretrained tokenizer needs no training text: with it, image-only data still has
+        # a vocabulary (zero-shot prompts of a two tower on a labelled image folder).
+        pretrained_tokenizer = tokenizer_kind(config.get("tokenizer", None)) != ""
+        text = "text" in modalities or pretrained_tokenizer
+        self.vocab = self._vocabulary(vocab_path) if text else None
         self.preprocess = Preprocessor(
             features=self.features,
             modalities=modalities,
@@ -145,6 +149,7 @@ class DataPipeline:
             image_size=self._image_size(),
             image_mode=self._image_mode(),
             all_captions=int(config.get("all_captions", 0) or 0),
+            **self._image_normalization(),
         )
         self.spec = self._spec()
         self.presence = self._incomplete_training_part()
@@ -363,6 +368,12 @@ class DataPipeline:
             raise ConfigError(f"data.image_size={size!r}; valid: (height, width) or () to keep")
         return (int(size[0]), int(size[1])) if size else None
 
+    def _image_normalization(self) -> dict[str, tuple[float, ...]]:
+        mean, std = image_normalization(
+            self.config.get("image_mean", ()), self.config.get("image_std", ())
+        )
+        return {"image_mean": mean, "image_std": std}
+
     def _image_mode(self) -> str | None:
         mode = self.config.get("image_mode", "") or ""
         if mode and mode not in IMAGE_MODES:
@@ -437,7 +448,7 @@ class DataPipeline:
             modalities=self.modalities,
             num_classes=num_classes,
             vocab_size=len(self.vocab) if self.vocab is not None else None,
-            max_text_len=self.config.max_text_len if "text" in self.modalities else None,
+            max_text_len=self.config.max_text_len if self.vocab is not None else None,
             image_shape=tuple(example["image"].shape) if "image" in example else None,
             audio_shape=tuple(example["audio"].shape) if "audio" in example else None,
             sample_rate=int(sample_rate) if sample_rate else None,

@@ -1,7 +1,8 @@
 """One decoded dataset example -> one example of the Batch contract (numpy, no batch dim).
 
 - image keys ("image", "image_<view>"): (H, W, C) float32 in [0, 1] (uint8 / 255), fitted
-  to `image_size` / `image_mode` when given and different (see `crossjax.data.imaging`);
+  to `image_size` / `image_mode` when given and different (see `crossjax.data.imaging`),
+  then (x - image_mean) / image_std per channel when those are given;
 - `text` (L,) int32 and `text_mask` (L,) bool: ONE caption. A text feature may hold one
   string or several (coco's "captions/text"); with several, training draws one with the
   rng it is given and evaluation (no rng) takes the first;
@@ -22,6 +23,11 @@ import numpy as np
 from crossjax.data.catalog import is_image_key, read_feature
 from crossjax.data.imaging import fit_image_array
 from crossjax.data.tokenizers import TextTokenizer
+from crossjax.errors import ConfigError
+
+# The mean and std of OpenAI's CLIP (and open_clip's ViT-B-32 weights) for RGB in [0, 1].
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def as_captions(value: Any) -> list[str | bytes]:
@@ -47,6 +53,8 @@ class Preprocessor:
     image_size: tuple[int, int] | None = None  # (H, W) to fit images to; None keeps them
     image_mode: str | None = None  # "RGB" | "L"; None keeps the channels
     all_captions: int = 0  # C > 0: also `captions` (C, L) and `captions_mask`
+    image_mean: tuple[float, ...] = ()  # (C,) or (1,): images become (x - mean) / std
+    image_std: tuple[float, ...] = ()
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -106,7 +114,16 @@ class Preprocessor:
             img = img[..., None]
         if img.dtype == np.uint8 and self._needs_fitting(img.shape):
             img = fit_image_array(img, self.image_size, self.image_mode)
-        return img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+        img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+        if self.image_mean:
+            if len(self.image_mean) not in (1, img.shape[-1]):
+                raise ConfigError(
+                    f"data.image_mean/image_std have {len(self.image_mean)} values but the "
+                    f"images have {img.shape[-1]} channels; give one per channel"
+                )
+            mean = np.asarray(self.image_mean, np.float32)
+            img = (img - mean) / np.asarray(self.image_std, np.float32)
+        return img
 
     def _needs_fitting(self, shape: Sequence[int]) -> bool:
         if self.image_size and tuple(shape[:2]) != tuple(self.image_size):
@@ -129,6 +146,23 @@ class Preprocessor:
         if self.audio_length:
             audio = np.pad(audio[: self.audio_length], (0, max(0, self.audio_length - audio.size)))
         return audio
+
+
+def image_normalization(mean: object, std: object) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Checked `data.image_mean` / `data.image_std`: both () or both C numbers, std > 0."""
+    values = []
+    for name, value in (("image_mean", mean), ("image_std", std)):
+        value = tuple(value or ())
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"data.{name}={value!r}; valid: per-channel numbers or ()")
+        values.append(tuple(float(v) for v in value))
+    mean, std = values
+    if len(mean) != len(std) or any(s <= 0 for s in std):
+        raise ConfigError(
+            f"data.image_mean={mean} and data.image_std={std} must have one number per "
+            "channel each (std > 0), or both be ()"
+        )
+    return mean, std
 
 
 def collate(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

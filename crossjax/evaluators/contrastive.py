@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from crossjax.data.tokenizers import has_known_tokens
 from crossjax.errors import ConfigError
 from crossjax.evaluators.base import EVALUATORS, EvalContext
+from crossjax.evaluators.prompt_files import read_string_list
 from crossjax.metrics.retrieval import retrieval_metrics
 from crossjax.registry import import_from_path
 from crossjax.requirements import Requires, requires
@@ -124,16 +125,46 @@ def _labelled_requirements(embedding: str, kwargs: dict) -> Requires:
 
 
 def resolve_class_names(
-    class_names: Sequence[str] | None, class_names_from: str | None, evaluator: str
+    class_names: Sequence[str] | None,
+    class_names_from: str | None,
+    evaluator: str,
+    class_names_file: str | None = None,
 ) -> list[str]:
-    """The class names given directly or imported from a "package.module:NAME" sequence."""
-    if (class_names is None) == (class_names_from is None):
-        raise ConfigError(f"{evaluator}: give exactly one of class_names or class_names_from")
-    names = class_names if class_names is not None else import_from_path(class_names_from, "names")
+    """The class names given directly, imported from a "package.module:NAME" sequence, or
+    read from a file (one per line, a JSON list or an open_clip-style .py list)."""
+    given = [v is not None for v in (class_names, class_names_from, class_names_file)]
+    if sum(given) != 1:
+        raise ConfigError(
+            f"{evaluator}: give exactly one of class_names, class_names_from or class_names_file"
+        )
+    if class_names_file is not None:
+        names = read_string_list(class_names_file, f"{evaluator}: class_names_file")
+    elif class_names is not None:
+        names = class_names
+    else:
+        names = import_from_path(class_names_from, "names")
     names = [str(n) for n in names]
     if not names:
         raise ConfigError(f"{evaluator}: the list of class names is empty")
     return names
+
+
+def resolve_templates(
+    templates: Sequence[str] | None, templates_file: str | None, evaluator: str
+) -> list[str]:
+    """Prompt templates given directly or read from `templates_file` (default: "{}"), each
+    with one "{}" for the class name."""
+    if templates is not None and templates_file is not None:
+        raise ConfigError(f"{evaluator}: give templates or templates_file, not both")
+    if templates_file is not None:
+        templates = read_string_list(templates_file, f"{evaluator}: templates_file")
+    templates = [str(t) for t in (("{}",) if templates is None else templates)]
+    if not templates:
+        raise ConfigError(f"{evaluator}: the list of templates is empty")
+    bad = [t for t in templates if "{}" not in t]
+    if bad:
+        raise ConfigError(f"{evaluator}: template {bad[0]!r} has no '{{}}' for the class name")
+    return templates
 
 
 def gather_labelled(
@@ -192,7 +223,9 @@ def zeroshot(
     *,
     class_names: Sequence[str] | None = None,
     class_names_from: str | None = None,
-    templates: Sequence[str] = ("{}",),
+    class_names_file: str | None = None,
+    templates: Sequence[str] | None = None,
+    templates_file: str | None = None,
     label_key: str = "label",
     index: int | None = None,
     filter_key: str | None = None,
@@ -202,14 +235,16 @@ def zeroshot(
 ) -> dict[str, float]:
     """Zero-shot accuracy: argmax over classes of <emb/image, class prompt embedding>.
 
-    Prompts are `templates` ("a picture of a {}") filled with the class names, tokenised
+    Class names come from `class_names`, `class_names_from` ("package.module:NAME") or
+    `class_names_file`; templates from `templates` or `templates_file` (default "{}"); a
+    file holds one entry per line, a JSON list or an open_clip-style .py list
+    (crossjax.evaluators.prompt_files).
+    Prompts are the templates ("a picture of a {}") filled with the class names, tokenised
     with the run's vocabulary at `spec.max_text_len`. Class k is the k-th name, so the
     names must follow the label's index order. Keys `<name>/accuracy`, `<name>/num_examples`.
     """
-    names = resolve_class_names(class_names, class_names_from, name)
-    templates = [str(t) for t in templates]
-    if not templates or any("{}" not in t for t in templates):
-        raise ConfigError(f"{name}: templates must be strings with '{{}}', got {templates!r}")
+    names = resolve_class_names(class_names, class_names_from, name, class_names_file)
+    templates = resolve_templates(templates, templates_file, name)
     values, labels = gather_labelled(
         ctx,
         ("emb/image",),

@@ -9,6 +9,7 @@ logit scale t (stored as log t, used as min(exp(log t), 100)) and bias b of the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Mapping
@@ -74,15 +75,20 @@ class TwoTower(nn.Module):
         return l2_normalize(emb)
 
     def __call__(self, batch: Mapping[str, jax.Array], *, train: bool = False) -> dict:
-        image = self.encode_image(batch["image"], train=train)
-        text = self.encode_text(batch["text"], batch.get("text_mask"), train=train)
-        chex.assert_equal_shape([image, text])
-        return {
-            "emb/image": image,
-            "emb/text": text,
+        """Both embeddings; a batch without `text` (labelled images for zero-shot
+        evaluation) gives `emb/image` alone."""
+        outputs = {
+            "emb/image": self.encode_image(batch["image"], train=train),
             "logit_scale": jnp.minimum(jnp.exp(self.log_scale), MAX_LOGIT_SCALE),
             "logit_bias": self.bias,
         }
+        if "text" in batch:
+            text = self.encode_text(batch["text"], batch.get("text_mask"), train=train)
+            chex.assert_equal_shape([outputs["emb/image"], text])
+            outputs["emb/text"] = text
+        elif self.is_initializing():  # the text tower still embeds zero-shot prompts
+            self.encode_text(jnp.ones((batch["image"].shape[0], 1), jnp.int32))
+        return outputs
 
 
 _DEFAULTS = {
@@ -111,6 +117,9 @@ def two_tower(config: Any, spec: DataSpec) -> TwoTower:
     encoder_kwargs = parse_encoder_kwargs(fields["encoder_kwargs"], model, _TOWERS)
     embed_dim = positive_int(fields["embed_dim"], "embed_dim", model)
     dtype = parse_dtype(fields["dtype"], model)
+    if "text" not in spec.modalities and spec.vocab_size is not None:
+        # Labelled images alone (zero-shot evaluation): a tokenizer gives the vocabulary.
+        spec = dataclasses.replace(spec, modalities=(*spec.modalities, "text"))
     towers = build_encoders(
         {tower: fields[f"{tower}_encoder"] for tower in _TOWERS},
         encoder_kwargs,

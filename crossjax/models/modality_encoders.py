@@ -20,6 +20,7 @@ encoders the same way.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,6 +42,8 @@ from crossjax.models import (  # noqa: F401 - register their encoders
 from crossjax.models.encoders import AUDIO_ENCODERS, IMAGE_ENCODERS, TEXT_ENCODERS
 from crossjax.models.factory import require_modalities
 from crossjax.registry import Registry, import_from_path
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_MODALITIES = ("image", "text", "audio")
 ENCODERS: dict[str, Registry[type[nn.Module]]] = {
@@ -175,7 +178,11 @@ def build_encoder(
     if isinstance(kwargs, Mapping) and "pretrained" in kwargs:
         kwargs = dict(kwargs)
         owner = f"model {model!r} ({kwargs_field})"
-        weights = pretrained.parse_pretrained(kwargs.pop("pretrained"), encoder, owner)
+        value = kwargs.pop("pretrained")
+        if value == "":  # a config's checkpoint left unset
+            log.warning("%s: pretrained='' (no weights file): random initial weights", owner)
+        else:
+            weights = pretrained.parse_pretrained(value, encoder, owner)
     kwargs = check_encoder_kwargs(cls, kwargs, model, kwargs_field)
     fields = inspect.signature(cls).parameters
     if "vocab_size" in fields:
