@@ -434,15 +434,16 @@ def restore_experiment_state(
     *,
     trust_run_code: bool | None = None,
 ) -> tuple[Any, int, Any]:
-    """(experiment, step, train state) of `checkpoint` ("latest", "best" or a step) of the run in
-    `workdir`: `build(config, workdir_path)` makes the experiment from the run's saved config
-    (an ml_collections.ConfigDict) and its `abstract_state()` says where the arrays land.
+    """(experiment, step, train state) of `checkpoint` ("latest", "best" or a step) of the
+    run in `workdir`: `build(config, workdir_path)` makes the experiment from the run's saved
+    config (an ml_collections.ConfigDict) and its `abstract_state()` says where the arrays
+    land. The state's `model_state` holds BatchNorm statistics, which evaluation needs.
 
     The saved config is data: its `"module:attr"` names are refused unless `trust_run_code`
     (None: the process-wide `crossjax.registry.set_trust_run_code`, which the scripts' flag
     sets). Generic so that modules below the trainer can restore runs too (the trainer
-    hands evaluators `functools.partial(restore_experiment, build=...)`); scripts and
-    notebooks use `crossjax.runs.restore_run`.
+    hands evaluators `functools.partial(restore_experiment_state, build=...)`); scripts and
+    notebooks use `crossjax.runs.restore_run_state` or `restore_run`.
     """
     path = Path(workdir)
     if not (path / "checkpoints").exists():

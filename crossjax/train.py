@@ -26,7 +26,7 @@ import optax
 from tqdm import tqdm
 
 from crossjax import sharding
-from crossjax.checkpoint import Checkpoints, WorkdirLock, restore_experiment
+from crossjax.checkpoint import Checkpoints, WorkdirLock, restore_experiment_state
 from crossjax.config import config_to_dict, validate_config
 from crossjax.data.pipeline import DataPipeline
 from crossjax.data.spec import dummy_batch
@@ -506,7 +506,7 @@ class Experiment:
             model=self.model,
             mesh=self.mesh,
             vocab=self.data.vocab,
-            restore_run=functools.partial(restore_experiment, build=_build_experiment),
+            restore_run=functools.partial(restore_experiment_state, build=_build_experiment),
         )
         for _name, evaluator, kwargs in self.evaluators:
             for key, value in evaluator(ctx, **kwargs).items():

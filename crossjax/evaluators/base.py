@@ -52,9 +52,10 @@ class EvalContext:
     # apply the model with `ctx.variables()`, not {"params": ctx.params} alone.
     model_state: Any = dataclasses.field(default_factory=dict)
     vocab: Any = None  # crossjax.data.text.Vocabulary of the run, when it has text
-    # restore_run(workdir) -> (experiment, step, params) of another run's latest
-    # checkpoint (the coherence judge). The trainer passes it in (see
-    # crossjax.checkpoint.restore_experiment): evaluators never import the trainer.
+    # restore_run(workdir) -> (experiment, step, train state) of another run's latest
+    # checkpoint (the coherence judge; its BatchNorm statistics in state.model_state).
+    # The trainer passes it in (see crossjax.checkpoint.restore_experiment_state):
+    # evaluators never import the trainer.
     restore_run: Callable[[Path], tuple[Any, int, Any]] | None = None
 
     def variables(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ BatchNorm keeps its running statistics in the `batch_stats` collection, apart fr
 `frozen_statistics=True`, for fine-tuning) the running statistics normalise and nothing is
 written; with `train=True` batch statistics normalise and the running ones are updated,
 so `batch_stats` must then be mutable. Momentum and epsilon are torchvision's (0.1, 1e-5).
+The trainer carries `batch_stats` in its train state (crossjax.models.state).
 """
 
 from __future__ import annotations
