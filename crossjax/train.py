@@ -252,6 +252,10 @@ class Experiment:
         return loss, (metrics, new_state)
 
     def _grads(self, params, batch, step, model_state=None):
+        """Loss, metrics and gradients of the batch (see `_grads_and_state`)."""
+        return self._grads_and_state(params, batch, step, model_state)[:3]
+
+    def _grads_and_state(self, params, batch, step, model_state=None):
         """Loss, metrics, gradients and updated model state of the batch, over
         `grad_accum_steps` micro-batches.
 
@@ -390,7 +394,7 @@ class Experiment:
         # The model state's update happens here, in the forward pass, not in the optimizer:
         # a tower whose statistics must stay put (locked for fine-tuning) is either built
         # with frozen_statistics=True or masked here with model_state.keep_frozen.
-        loss, metrics, grads, model_state = self._grads(
+        loss, metrics, grads, model_state = self._grads_and_state(
             state.params, batch, state.step, state.model_state
         )
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)

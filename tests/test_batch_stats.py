@@ -9,11 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from configs import digits_image
 from crossjax import sharding
 from crossjax import train as train_lib
 from crossjax.checkpoint import Checkpoints
+from crossjax.config import load_config_file
 from crossjax.data.pipeline import DataPipeline
 from crossjax.models.state import keep_frozen, split_variables
 
@@ -196,3 +198,13 @@ def test_split_variables_and_keep_frozen():
     chex.assert_trees_all_equal(kept["batch_stats"]["image"], stats["image"])
     chex.assert_trees_all_equal(kept["batch_stats"]["text"], new["batch_stats"]["text"])
     assert keep_frozen({}, {}, ["image"]) == {}
+
+
+def test_fashion_mnist_resnet18_tiny_trains(tmp_path):
+    """The tiny variant of the Fashion-MNIST ResNet-18 recipe (small stem on 28x28)."""
+    config = load_config_file("configs/fashion_mnist.py:resnet18_tiny")
+    assert config.model.encoder_kwargs["image"]["stem"] == "small"
+    config.num_devices, config.num_train_steps, config.batch_size = 1, 2, 8
+    with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
+        metrics = train_lib.train_and_evaluate(config, str(tmp_path))["test"]
+    assert metrics["num_examples"] == 16 and np.isfinite(metrics["loss"])
