@@ -167,6 +167,28 @@ def test_accumulation_updates_statistics_micro_batch_by_micro_batch(data, batch)
     )
 
 
+def test_batch_level_accumulation_updates_statistics_micro_batch_by_micro_batch():
+    """The contrastive path (outputs cached per micro-batch) moves them in the same order."""
+    from configs import digits_clip
+
+    config = digits_clip.get_config("tiny")
+    config.model.image_encoder = "resnet18"
+    config.model.encoder_kwargs = {"image": {"width": 4, "stage_sizes": (1,)}}
+    config.num_devices, config.grad_accum_steps = 1, 2
+    data = DataPipeline(config.data, batch_size=config.batch_size, seed=0, vocab_path=None)
+    batch = next(data.train_iterator())
+    exp, initial, state = _train_steps(config, data, batch)
+    assert not exp.loss_fn.per_example_only
+    variables = {"params": initial.params, **initial.model_state}
+    for i in range(2):
+        micro = {k: jnp.asarray(v[i::2]) for k, v in batch.items()}
+        _, updates = exp.model.apply(variables, micro, train=True, mutable=["batch_stats"])
+        variables = {**variables, **updates}
+    chex.assert_trees_all_close(
+        state.model_state["batch_stats"], variables["batch_stats"], rtol=1e-5, atol=1e-6
+    )
+
+
 def test_a_model_without_batchnorm_keeps_its_train_state_and_checkpoint_layout(tmp_path, data):
     config = digits_image.get_config("tiny")  # MLP encoder
     exp = train_lib.Experiment(config, data, train_lib.make_mesh(config))
