@@ -120,7 +120,7 @@ class ResNet(nn.Module):
         if not self.is_initializing() and "batch_stats" not in self.variables:
             raise ConfigError(
                 "ResNet needs its BatchNorm statistics: apply it with "
-                "{'params': ..., 'batch_stats': ...}"
+                "{'params': ..., 'batch_stats': ...} (a train state's model_state holds them)"
             )
         ura = self.frozen_statistics or not train
         small = self.stem == "small"
