@@ -90,6 +90,25 @@ def _check_json(what: str, value: Any) -> None:
         raise CrossjaxError(f"{what} must be JSON-serializable for the checkpoint: {e}") from e
 
 
+def _saved_form(state: Any) -> Any:
+    """What Orbax writes for `state`: a dataclass (the trainer's TrainState) becomes the
+    dict of its fields without the empty-dict ones, so a field whose default is {} (the
+    model state of a model without BatchNorm) leaves the checkpoint as it was and the
+    checkpoints written before that field existed still restore."""
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
+        fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+        return {k: v for k, v in fields.items() if not (isinstance(v, dict) and not v)}
+    return state
+
+
+def _from_saved_form(restored: Any, target: Any) -> Any:
+    """The inverse of `_saved_form`: `target`'s dataclass with the restored fields (the
+    empty ones keep the target's {})."""
+    if dataclasses.is_dataclass(target) and not isinstance(target, type):
+        return dataclasses.replace(target, **restored)
+    return restored
+
+
 class Checkpoints:
     """Wraps `ocp.CheckpointManager` for one run directory (WORKDIR/checkpoints).
 
@@ -207,7 +226,7 @@ class Checkpoints:
         # save without eval; it ranks worst (see _ranking_fn) and avoids Orbax's warning.
         metric_values = {k: float(v) for k, v in (metrics or {}).items()}
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
+            state=ocp.args.StandardSave(_saved_form(state)),
             data=ocp.args.JsonSave(data_state),
             config=ocp.args.JsonSave(config),
         )
@@ -250,12 +269,13 @@ class Checkpoints:
         skips damaged checkpoints with a warning and falls back to older ones.
         """
         args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
+            state=ocp.args.StandardRestore(_saved_form(abstract_state)),
             data=ocp.args.JsonRestore(),
             config=ocp.args.JsonRestore(),
         )
         found, result = self._restore(step, args)
-        return Restored(found, result.state, dict(result.data), dict(result.config))
+        state = _from_saved_form(result.state, abstract_state)
+        return Restored(found, state, dict(result.data), dict(result.config))
 
     def read_config(self, step: int | str = "latest") -> dict:
         """Just the saved config JSON of `step` (to build the model before restoring)."""
@@ -399,15 +419,31 @@ def restore_experiment(
     *,
     trust_run_code: bool | None = None,
 ) -> tuple[Any, int, Any]:
-    """(experiment, step, params) of `checkpoint` ("latest", "best" or a step) of the run in
-    `workdir`: `build(config, workdir_path)` makes the experiment from the run's saved config
-    (an ml_collections.ConfigDict) and its `abstract_state()` says where the arrays land.
+    """(experiment, step, params) of `checkpoint` of the run in `workdir`: the params of
+    `restore_experiment_state` (see there), for models without model state."""
+    experiment, step, state = restore_experiment_state(
+        workdir, build, checkpoint, trust_run_code=trust_run_code
+    )
+    return experiment, step, state.params
+
+
+def restore_experiment_state(
+    workdir: str | os.PathLike,
+    build: Callable[[Any, Any], Any],
+    checkpoint: int | str = "latest",
+    *,
+    trust_run_code: bool | None = None,
+) -> tuple[Any, int, Any]:
+    """(experiment, step, train state) of `checkpoint` ("latest", "best" or a step) of the
+    run in `workdir`: `build(config, workdir_path)` makes the experiment from the run's saved
+    config (an ml_collections.ConfigDict) and its `abstract_state()` says where the arrays
+    land. The state's `model_state` holds BatchNorm statistics, which evaluation needs.
 
     The saved config is data: its `"module:attr"` names are refused unless `trust_run_code`
     (None: the process-wide `crossjax.registry.set_trust_run_code`, which the scripts' flag
     sets). Generic so that modules below the trainer can restore runs too (the trainer
-    hands evaluators `functools.partial(restore_experiment, build=...)`); scripts and
-    notebooks use `crossjax.runs.restore_run`.
+    hands evaluators `functools.partial(restore_experiment_state, build=...)`); scripts and
+    notebooks use `crossjax.runs.restore_run_state` or `restore_run`.
     """
     path = Path(workdir)
     if not (path / "checkpoints").exists():
@@ -430,6 +466,6 @@ def restore_experiment(
             )
         experiment = build(ml_collections.ConfigDict(saved), path)
         restored = ckpts.restore(experiment.abstract_state(), checkpoint)
-        return experiment, restored.step, restored.state.params
+        return experiment, restored.step, restored.state
     finally:
         ckpts.close()

@@ -183,3 +183,18 @@ def apply_updates(params: Any, updates: Any, frozen: Sequence[str]) -> Any:
         return new
     mask = frozen_mask(params, frozen)
     return jax.tree.map(lambda p, n, f: p if f else n, params, new, mask)
+
+
+def keep_frozen_state(old: Any, new: Any, frozen: Sequence[str]) -> Any:
+    """The updated model state `new` ({collection: tree}, e.g. BatchNorm's `batch_stats`)
+    with the leaves under a `frozen` prefix taken from `old`: a locked tower's statistics
+    stay bit-identical too. A frozen tower without state is no error (it has parameters)."""
+    if not frozen or not new:
+        return new
+    prefixes = [tuple(p.split("/")) for p in frozen]
+
+    def pick(path, o, n):
+        path = path_names(path)[1:]  # below the collection name
+        return o if any(path[: len(p)] == p for p in prefixes) else n
+
+    return jax.tree_util.tree_map_with_path(pick, old, new)

@@ -18,7 +18,7 @@ from typing import Any
 
 import ml_collections
 
-from crossjax.checkpoint import restore_experiment
+from crossjax.checkpoint import restore_experiment, restore_experiment_state
 from crossjax.generation import CrossModalGenerator
 from crossjax.train import Experiment, _build_experiment
 
@@ -39,6 +39,16 @@ def restore_run(
     return restore_experiment(workdir, build_experiment, checkpoint, trust_run_code=trust_run_code)
 
 
+def restore_run_state(
+    workdir: str | Path, checkpoint: str | int = "latest", *, trust_run_code: bool | None = None
+) -> tuple[Experiment, int, Any]:
+    """Like `restore_run`, with the whole train state (params, optimizer state and the
+    model state, e.g. BatchNorm statistics) in place of the params."""
+    return restore_experiment_state(
+        workdir, build_experiment, checkpoint, trust_run_code=trust_run_code
+    )
+
+
 def evaluate_checkpoint(
     workdir: str | Path, checkpoint: str | int = "latest", split: str = "test"
 ) -> tuple[int, dict[str, float]]:
@@ -47,8 +57,14 @@ def evaluate_checkpoint(
 
     The evaluators see `workdir` (files such as robustness.json land there, and a
     coherence judge named by a relative path is found beside it)."""
-    exp, step, params = restore_run(workdir, checkpoint)
-    return step, exp.evaluate(params, split=split, step=step, workdir=Path(workdir))
+    exp, step, state = restore_run_state(workdir, checkpoint)
+    return step, exp.evaluate(
+        state.params,
+        split=split,
+        step=step,
+        workdir=Path(workdir),
+        model_state=state.model_state,
+    )
 
 
 def evaluate_config(

@@ -26,7 +26,7 @@ import optax
 from tqdm import tqdm
 
 from crossjax import param_groups, sharding
-from crossjax.checkpoint import Checkpoints, WorkdirLock, restore_experiment
+from crossjax.checkpoint import Checkpoints, WorkdirLock, restore_experiment_state
 from crossjax.config import config_to_dict, validate_config
 from crossjax.data.pipeline import DataPipeline
 from crossjax.data.spec import dummy_batch
@@ -40,6 +40,7 @@ from crossjax.metrics.classification import (
     macro_f1_from_confusion,
 )
 from crossjax.models import build_model
+from crossjax.models.state import split_variables
 from crossjax.requirements import check_requirements
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,17 @@ _NO_NONFINITE = np.iinfo(np.int32).max
 
 @flax.struct.dataclass
 class TrainState:
+    """What a run carries from step to step (and saves in its checkpoints).
+
+    model_state: the model's variable collections other than `params` ({"batch_stats":
+    ...} for BatchNorm), updated by the forward pass of the train step, not by the
+    optimizer; {} for models without such state.
+    """
+
     step: jax.Array  # () int32: number of updates applied
     params: Any
     opt_state: Any
+    model_state: Any = flax.struct.field(default_factory=dict)
 
 
 def build_optimizer(config: ml_collections.ConfigDict, num_train_steps: int):
@@ -159,8 +168,8 @@ class Experiment:
         variables = self.model.init(
             {"params": params_key, "dropout": dropout, "sample": sample}, batch, train=False
         )
-        params = variables["params"]
-        return TrainState(jnp.zeros((), jnp.int32), params, self.tx.init(params))
+        params, model_state = split_variables(variables)
+        return TrainState(jnp.zeros((), jnp.int32), params, self.tx.init(params), model_state)
 
     def abstract_state(self):
         shapes = jax.eval_shape(self._init)
@@ -174,7 +183,7 @@ class Experiment:
     def _train_metric_shapes(self):
         """The loss metrics' shapes, traced once (not at every log step)."""
         return jax.eval_shape(
-            lambda s, b: self._loss(s.params, b, s.step)[1],
+            lambda s, b: self._loss(s.params, b, s.step, s.model_state)[1][0],
             self.abstract_state(),
             self._abstract_batch(),
         )
@@ -194,29 +203,45 @@ class Experiment:
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), b)
 
     # -- train ----------------------------------------------------------------------------
-    def _apply(self, params, batch, *, train: bool, rngs):
+    def _apply_with_state(self, params, model_state, batch, *, train: bool, rngs):
+        """(outputs, model_state): in training mode the state collections are mutable and
+        come back updated (BatchNorm's running statistics); otherwise read-only, unchanged."""
         # Frozen parameters get zero gradients, and a frozen input tower no backward pass.
         params = param_groups.stop_frozen_gradients(params, self.frozen)
         # The mesh tells models how the batch is split (crossjax.models.conv.data_shards).
         with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-            return self.model.apply({"params": params}, batch, train=train, rngs=rngs)
+            variables = {"params": params, **(model_state or {})}
+            if train and model_state:
+                return self.model.apply(
+                    variables, batch, train=True, rngs=rngs, mutable=list(model_state)
+                )
+            return self.model.apply(variables, batch, train=train, rngs=rngs), model_state
 
-    def _forward(self, params, batch, step, micro=None):
-        """Model outputs in training mode and the loss rng of `step` (micro-batch `micro`:
-        its own model randomness; the loss rng stays the step's for batch-level losses)."""
+    def _apply(self, params, batch, *, train: bool, rngs, model_state=None):
+        """Outputs only: updates of the model state are dropped (extra forward passes)."""
+        return self._apply_with_state(params, model_state, batch, train=train, rngs=rngs)[0]
+
+    def _forward(self, params, model_state, batch, step, micro=None):
+        """(outputs, updated model_state) in training mode and the loss rng of `step`
+        (micro-batch `micro`: its own model randomness; the loss rng stays the step's for
+        batch-level losses)."""
         rngs, loss_rng = _rngs(self.seed, step)
         if micro is not None:  # distinct randomness per micro-batch of an accumulated step
             rngs = {k: jax.random.fold_in(v, micro) for k, v in rngs.items()}
-        forward = functools.partial(self._apply, train=True, rngs=rngs)
+        forward = functools.partial(self._apply_with_state, train=True, rngs=rngs)
         if self.config.get("remat", False):  # recompute activations in the backward pass
             forward = jax.checkpoint(forward)
-        return forward(params, batch), loss_rng
+        outputs, model_state = forward(params, model_state, batch)
+        return outputs, model_state, loss_rng
 
-    def _loss_ctx(self, params, step, rng, mask=None, *, extra_passes: bool = True):
+    def _loss_ctx(
+        self, params, step, rng, mask=None, *, extra_passes: bool = True, model_state=None
+    ):
         if extra_passes:
-
+            # A loss's extra forward passes read the model state but never update it:
+            # only the step's own forward pass moves BatchNorm statistics.
             def apply_fn(b, *, train, rngs):
-                return self._apply(params, b, train=train, rngs=rngs)
+                return self._apply(params, b, train=train, rngs=rngs, model_state=model_state)
 
         else:
 
@@ -228,14 +253,21 @@ class Experiment:
 
         return LossContext(step=step, rng=rng, mask=mask, apply_fn=apply_fn, mesh=self.mesh)
 
-    def _loss(self, params, batch, step):
-        """(total, metrics) of one whole batch: the masked mean of every loss term."""
-        outputs, loss_rng = self._forward(params, batch, step)
-        ctx = self._loss_ctx(params, step, loss_rng, _all_rows(batch))
-        return self.loss_fn(outputs, batch, ctx)
+    def _loss(self, params, batch, step, model_state=None):
+        """(total, (metrics, updated model_state)) of one whole batch: the masked mean of
+        every loss term."""
+        outputs, new_state, loss_rng = self._forward(params, model_state, batch, step)
+        ctx = self._loss_ctx(params, step, loss_rng, _all_rows(batch), model_state=model_state)
+        loss, metrics = self.loss_fn(outputs, batch, ctx)
+        return loss, (metrics, new_state)
 
-    def _grads(self, params, batch, step):
-        """Loss, metrics and gradients of the batch, over `grad_accum_steps` micro-batches.
+    def _grads(self, params, batch, step, model_state=None):
+        """Loss, metrics and gradients of the batch (see `_grads_and_state`)."""
+        return self._grads_and_state(params, batch, step, model_state)[:3]
+
+    def _grads_and_state(self, params, batch, step, model_state=None):
+        """Loss, metrics, gradients and updated model state of the batch, over
+        `grad_accum_steps` micro-batches.
 
         Micro-batch i holds examples i, i+k, i+2k, ... so each stays split over the data
         axis. The result equals the full batch's (up to float summation order):
@@ -244,17 +276,22 @@ class Experiment:
         - batch-level losses (open_clip's `accum_freq`): every micro-batch's outputs are
           computed first without gradients; then each micro-batch's gradient is that of
           the whole batch's loss with its own rows recomputed live and the others cached.
+        Model state (BatchNorm statistics) is updated micro-batch by micro-batch, in order
+        0..k-1, each micro-batch normalised by its own batch statistics, as k small steps
+        of a framework without accumulation would (the batch-level path updates it in the
+        cached pass; its live recomputation reads the same batch statistics and its
+        updates are dropped).
         """
         k = self.grad_accum
         if k == 1:
-            (loss, metrics), grads = jax.value_and_grad(self._loss, has_aux=True)(
-                params, batch, step
+            (loss, (metrics, model_state)), grads = jax.value_and_grad(self._loss, has_aux=True)(
+                params, batch, step, model_state
             )
-            return loss, metrics, grads
+            return loss, metrics, grads, model_state
         micro = jax.tree.map(lambda x: _to_micro(x, k), batch)
         if self.loss_fn.per_example_only:
-            return self._accumulate_per_example(params, batch, micro, step)
-        return self._accumulate_batch_level(params, batch, micro, step)
+            return self._accumulate_per_example(params, model_state, batch, micro, step)
+        return self._accumulate_batch_level(params, model_state, batch, micro, step)
 
     def _micro_loop(self, body, init, xs):
         # XLA:CPU runs convolutions inside a loop body 10-50x slower than outside it
@@ -263,62 +300,80 @@ class Experiment:
         on_cpu = self.mesh.devices.flat[0].platform == "cpu"
         return jax.lax.scan(body, init, xs, unroll=on_cpu)
 
-    def _accumulate_per_example(self, params, batch, micro, step):
+    def _accumulate_per_example(self, params, model_state, batch, micro, step):
         k = self.grad_accum
         weights = self.loss_fn.term_weights(batch, _all_rows(batch))
         counts = {name: jnp.sum(w) for name, w in weights.items()}
 
-        def micro_loss(p, mb, i):
-            outputs, loss_rng = self._forward(p, mb, step, i)
-            ctx = self._loss_ctx(p, step, jax.random.fold_in(loss_rng, i), _all_rows(mb))
+        def micro_loss(p, ms, mb, i):
+            outputs, new_state, loss_rng = self._forward(p, ms, mb, step, i)
+            ctx = self._loss_ctx(
+                p, step, jax.random.fold_in(loss_rng, i), _all_rows(mb), model_state=ms
+            )
             per_example = self.loss_fn.per_example(outputs, mb, ctx)
             sums = self.loss_fn.term_sums(per_example, self.loss_fn.term_weights(mb, ctx.mask))
-            return self.loss_fn.finalize(sums, counts)[0], sums
+            return self.loss_fn.finalize(sums, counts)[0], (sums, new_state)
 
         grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
         def body(carry, xs):
             i, mb = xs
-            (_, sums), grads = grad_fn(params, mb, i)
-            return jax.tree.map(jnp.add, carry, (sums, grads)), None
+            totals, ms = carry
+            (_, (sums, ms)), grads = grad_fn(params, ms, mb, i)
+            return (jax.tree.map(jnp.add, totals, (sums, grads)), ms), None
 
-        (_, sums), grads = jax.eval_shape(
-            grad_fn, params, jax.tree.map(lambda x: x[0], micro), jnp.zeros((), jnp.int32)
+        (_, (sums, _)), grads = jax.eval_shape(
+            grad_fn,
+            params,
+            model_state,
+            jax.tree.map(lambda x: x[0], micro),
+            jnp.zeros((), jnp.int32),
         )
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (sums, grads))
-        (sums, grads), _ = self._micro_loop(body, zeros, (jnp.arange(k), micro))
+        ((sums, grads), model_state), _ = self._micro_loop(
+            body, (zeros, model_state), (jnp.arange(k), micro)
+        )
         loss, metrics = self.loss_fn.finalize(sums, counts)
-        return loss, metrics, grads
+        return loss, metrics, grads, model_state
 
-    def _per_example_outputs(self, params, batch, micro, step) -> dict[str, bool]:
+    def _per_example_outputs(self, params, model_state, batch, micro, step) -> dict[str, bool]:
         """Which outputs hold one row per example: traced at the micro-batch size and at
         the full size, their leading axis follows the batch."""
         first = jax.tree.map(lambda x: x[0], micro)
-        small = jax.eval_shape(lambda p, b: self._forward(p, b, step, 0)[0], params, first)
-        large = jax.eval_shape(lambda p, b: self._forward(p, b, step, 0)[0], params, batch)
+
+        def outputs(p, b):
+            return self._forward(p, model_state, b, step, 0)[0]
+
+        small = jax.eval_shape(outputs, params, first)
+        large = jax.eval_shape(outputs, params, batch)
         rows = jax.tree.leaves(first)[0].shape[0], jax.tree.leaves(batch)[0].shape[0]
         return {
             key: bool(small[key].shape[:1] == rows[:1] and large[key].shape[:1] == rows[1:])
             for key in small
         }
 
-    def _cached_outputs(self, params, micro, step):
-        """Every micro-batch's outputs without gradients, stacked: (k, b, ...) per key."""
+    def _cached_outputs(self, params, model_state, micro, step):
+        """Every micro-batch's outputs without gradients, stacked: (k, b, ...) per key,
+        and the model state updated by the micro-batches in order."""
 
-        def body(_, xs):
+        def body(ms, xs):
             i, mb = xs
-            return None, jax.lax.stop_gradient(self._forward(params, mb, step, i)[0])
+            outputs, ms, _ = self._forward(params, ms, mb, step, i)
+            return ms, jax.lax.stop_gradient(outputs)
 
-        return self._micro_loop(body, None, (jnp.arange(self.grad_accum), micro))[1]
+        model_state, cached = self._micro_loop(
+            body, model_state, (jnp.arange(self.grad_accum), micro)
+        )
+        return cached, model_state
 
-    def _accumulate_batch_level(self, params, batch, micro, step):
+    def _accumulate_batch_level(self, params, model_state, batch, micro, step):
         k = self.grad_accum
-        rows = self._per_example_outputs(params, batch, micro, step)
-        cached = self._cached_outputs(params, micro, step)
+        rows = self._per_example_outputs(params, model_state, batch, micro, step)
+        cached, new_state = self._cached_outputs(params, model_state, micro, step)
 
         def micro_loss(p, i):
             mb = jax.tree.map(lambda x: x[i], micro)
-            live, loss_rng = self._forward(p, mb, step, i)
+            live, _, loss_rng = self._forward(p, model_state, mb, step, i)
             outputs = {}
             for key, value in live.items():
                 if rows[key]:  # this micro-batch's rows live, the others from the cache
@@ -343,10 +398,15 @@ class Experiment:
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss, metrics, grads))
         (loss, metrics, grads), _ = self._micro_loop(body, zeros, jnp.arange(k))
         # Every micro-batch saw the same loss value; the gradients add up to the full one.
-        return loss / k, jax.tree.map(lambda m: m / k, metrics), grads
+        return loss / k, jax.tree.map(lambda m: m / k, metrics), grads, new_state
 
     def _train_step(self, state: TrainState, batch, acc):
-        loss, metrics, grads = self._grads(state.params, batch, state.step)
+        # The model state's update happens here, in the forward pass, not in the optimizer;
+        # frozen towers (optimizer.frozen) keep their statistics too.
+        loss, metrics, grads, model_state = self._grads_and_state(
+            state.params, batch, state.step, state.model_state
+        )
+        model_state = param_groups.keep_frozen_state(state.model_state, model_state, self.frozen)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = param_groups.apply_updates(state.params, updates, self.frozen)
         # The global gradient norm is one more pass over every gradient (a sixth of an
@@ -370,31 +430,32 @@ class Experiment:
             ),
             "grad_norm": jnp.where(logged, grad_norm, acc["grad_norm"]),
         }
-        return TrainState(step, params, opt_state), acc
+        return TrainState(step, params, opt_state, model_state), acc
 
     # -- eval -----------------------------------------------------------------------------
-    def _predict(self, params, batch):
+    def _predict(self, params, batch, model_state=None):
+        """Outputs in eval mode; `model_state` (BatchNorm statistics) is read, never updated."""
         rngs, _ = _rngs(self.seed + 1, jnp.zeros((), jnp.int32))
-        return self._apply(params, batch, train=False, rngs=rngs)
+        return self._apply(params, batch, train=False, rngs=rngs, model_state=model_state)
 
-    def _eval_sums(self, params, batch, step):
+    def _eval_sums(self, params, batch, step, model_state=None):
         """Outputs, per-term weighted sums and row counts of one eval batch (its `valid`
         (B,) rows only; batch-level losses see `valid` as their mask)."""
         batch = dict(batch)
         valid = batch.pop("valid")
-        outputs = self._predict(params, batch)
+        outputs = self._predict(params, batch, model_state)
         _, loss_rng = _rngs(self.seed + 1, jnp.zeros((), jnp.int32))
-        ctx = self._loss_ctx(params, step, loss_rng, valid)
+        ctx = self._loss_ctx(params, step, loss_rng, valid, model_state=model_state)
         weights = self.loss_fn.term_weights(batch, valid)
         sums = self.loss_fn.term_sums(self.loss_fn.per_example(outputs, batch, ctx), weights)
         counts = {name: jnp.sum(w) for name, w in weights.items()}
         return outputs, sums, counts, valid
 
-    def _eval_step(self, params, batch, acc, step):
+    def _eval_step(self, params, batch, acc, step, model_state=None):
         """Adds this batch's weighted loss sums and counts to `acc`. `step` (the training
         step evaluated) reaches the losses, so step-dependent weights such as a KL warm-up
         are those of the evaluated parameters."""
-        outputs, sums, counts, valid = self._eval_sums(params, batch, step)
+        outputs, sums, counts, valid = self._eval_sums(params, batch, step, model_state)
         new = {
             "sums": jax.tree.map(jnp.add, acc["sums"], sums),
             "counts": jax.tree.map(jnp.add, acc["counts"], counts),
@@ -426,37 +487,41 @@ class Experiment:
         writer: MetricWriter | None = None,
         workdir: Path | None = None,
         losses: bool = True,
+        model_state: Any = None,
     ) -> dict[str, float]:
         """A full pass over `split` ("validation" or "test"): every loss metric is the
         mean over all of its examples, each counted once; then the evaluators named in
         `config.evaluators` on the same split. `losses=False` runs the evaluators alone
-        (e.g. zero-shot on labelled images, which the contrastive loss cannot read)."""
-        metrics = self._loss_metrics(params, split, step) if losses else {}
+        (e.g. zero-shot on labelled images, which the contrastive loss cannot read).
+        `model_state`: the train state's (BatchNorm statistics), None for models without one."""
+        model_state = model_state or {}
+        metrics = self._loss_metrics(params, split, step, model_state) if losses else {}
         ctx = EvalContext(
             config=self.config,
             spec=self.data.spec,
             params=params,
+            model_state=model_state,
             step=step,
             workdir=workdir,
             writer=writer,
-            predict=lambda b: self.predict(params, b),
+            predict=lambda b: self.predict(params, b, model_state),
             batches=functools.partial(self._eval_batches_for_evaluators, split),
             model=self.model,
             mesh=self.mesh,
             vocab=self.data.vocab,
-            restore_run=functools.partial(restore_experiment, build=_build_experiment),
+            restore_run=functools.partial(restore_experiment_state, build=_build_experiment),
         )
         for _name, evaluator, kwargs in self.evaluators:
             for key, value in evaluator(ctx, **kwargs).items():
                 metrics[key] = float(value)
         return metrics
 
-    def _loss_metrics(self, params, split: str, step: int) -> dict[str, float]:
+    def _loss_metrics(self, params, split: str, step: int, model_state) -> dict[str, float]:
         acc = None
         for batch in self._eval_global_batches(split):
             if acc is None:
-                acc = self._empty_eval_acc(params, batch)
-            acc = self.eval_step(params, batch, acc, jnp.asarray(step, jnp.int32))
+                acc = self._empty_eval_acc(params, batch, model_state)
+            acc = self.eval_step(params, batch, acc, jnp.asarray(step, jnp.int32), model_state)
         if acc is None:
             raise CrossjaxError(f"the {split} split is empty; nothing to evaluate")
         acc = jax.device_get(acc)
@@ -468,9 +533,9 @@ class Experiment:
         metrics["num_examples"] = float(acc["count"])
         return metrics
 
-    def _empty_eval_acc(self, params, batch):
+    def _empty_eval_acc(self, params, batch, model_state):
         outputs, sums, counts, _ = jax.eval_shape(
-            self._eval_sums, params, batch, jnp.zeros((), jnp.int32)
+            self._eval_sums, params, batch, jnp.zeros((), jnp.int32), model_state
         )
         zeros = functools.partial(jax.tree.map, lambda s: jnp.zeros(s.shape, jnp.float32))
         acc = {"sums": zeros(sums), "counts": zeros(counts), "count": jnp.zeros((), jnp.float32)}
@@ -484,7 +549,9 @@ class Experiment:
         the data's batch keys and the model's outputs (one abstract trace), and one
         abstract trace of the losses; a ConfigError names every mismatch in one line."""
         outputs = jax.eval_shape(
-            lambda s, b: self._predict(s.params, b), self.abstract_state(), self._abstract_batch()
+            lambda s, b: self._predict(s.params, b, s.model_state),
+            self.abstract_state(),
+            self._abstract_batch(),
         )
         problems = []
         for owners, split in (
@@ -628,7 +695,9 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
             (workdir / "config.json").write_text(json.dumps(config_dict, indent=2))
 
     def save(step: int, metrics, *, force: bool) -> None:
-        if not bool(_all_finite(state.params)):  # finite losses, but the update diverged
+        if not bool(
+            _all_finite((state.params, state.model_state))
+        ):  # finite losses, but the update diverged
             _raise_non_finite("the parameters", step, ckpts, diverged=step)
         started = ckpts.save(
             step,
@@ -696,7 +765,12 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
             acc = exp.empty_train_metrics()
         if is_eval:
             eval_metrics = exp.evaluate(
-                state.params, split="validation", step=step, writer=writer, workdir=workdir
+                state.params,
+                split="validation",
+                step=step,
+                writer=writer,
+                workdir=workdir,
+                model_state=state.model_state,
             )
             writer.write_scalars(step, "validation", eval_metrics)
         if (ckpts.should_save(step) and step < total) or preempted:  # the last save follows eval
@@ -716,7 +790,12 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
     # check makes that rare): then the final checkpoint is saved without metrics.
     try:
         validation = exp.evaluate(
-            state.params, split="validation", step=step, writer=writer, workdir=workdir
+            state.params,
+            split="validation",
+            step=step,
+            writer=writer,
+            workdir=workdir,
+            model_state=state.model_state,
         )
     except BaseException:
         save_final(None)
@@ -724,7 +803,14 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
     writer.write_scalars(step, "validation", validation)
     save_final(validation)  # ranked on validation, like every checkpoint before it
     # The test split is read once, here, after training and checkpoint selection.
-    test = exp.evaluate(state.params, split="test", step=step, writer=writer, workdir=workdir)
+    test = exp.evaluate(
+        state.params,
+        split="test",
+        step=step,
+        writer=writer,
+        workdir=workdir,
+        model_state=state.model_state,
+    )
     writer.write_scalars(step, "test", test)
     return {"validation": validation, "test": test}
 

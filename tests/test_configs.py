@@ -41,11 +41,12 @@ VARIANTS = {
                  "image_labels", "mvae_weak", "cotrain", "cotrain_tiny", "image_fixmatch",
                  "audio_fixmatch_tiny"],
     "mnist_fixmatch": [*TINY, "supervised", "supervised_tiny"],
+    "fashion_mnist": [*TINY, "resnet18", "resnet18_tiny"],
     **{
         name: TINY
         for name in (
             "digits_clip", "digits_text_seq_ae",
-            "shapes_captioner", "mnist", "fashion_mnist", "svhn", "cifar10", "coco_captions",
+            "shapes_captioner", "mnist", "svhn", "cifar10", "coco_captions",
             "spoken_digit", "mnist_svhn", "polymnist", "files_manifest",
             "files_coco", "files_idx", "files_image_folder", "files_captioner",
             "files_audio_folder",

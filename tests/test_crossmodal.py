@@ -41,7 +41,7 @@ def data(tmp_path_factory):
     return DataPipeline(config, batch_size=16, seed=0, vocab_path=None)
 
 
-def _ctx(data, model, tmp_path, writer=None, restore_run=runs.restore_run):
+def _ctx(data, model, tmp_path, writer=None, restore_run=runs.restore_run_state):
     def batches():
         for batch in data.eval_batches(64, split="test"):  # the split the trainer evaluates
             valid = batch.pop("valid")

@@ -106,7 +106,10 @@ def build(modality="image", spec=SPEC, encoder="cnn", kwargs=None, **extra):
         ({"modality": "audio", "encoder": 3}, r"audio_encoder=3: unknown audio encoder"),
         ({"encoder": "nowhere.module:Encoder"}, r"cannot import module 'nowhere.module'"),
         ({"kwargs": [4]}, r"encoder_kwargs.image=\[4\]; valid: a dict of CNNImageEncoder"),
-        ({"kwargs": {"kernel": 5}}, r"no field 'kernel' in encoder_kwargs.image; valid: activate_final, batch_"),
+        (
+            {"kwargs": {"kernel": 5}},
+            r"no field 'kernel' in encoder_kwargs.image; valid: activate_final, batch_",
+        ),
         ({"kwargs": {"features": 5}}, r"no field 'features'"),  # the model sets it
         (
             {"modality": "text", "encoder": "bow", "spec": DataSpec(("text",), max_text_len=3)},

@@ -179,6 +179,22 @@ def test_resnet_train_mode_updates_statistics_unless_frozen():
         assert np.array_equal(before, after) == frozen
 
 
+@pytest.mark.parametrize(
+    "stem, stride, kernel, size", [("imagenet", 1, 7, 7), ("small", 1, 3, 28), ("small", 2, 3, 14)]
+)
+def test_resnet_small_stem_keeps_small_images_large(stem, stride, kernel, size):
+    module = ResNet18(width=2, stage_sizes=(1,), features=3, stem=stem, stem_stride=stride)
+    image = jnp.zeros((1, 28, 28, 1))
+    variables = jax.eval_shape(module.init, jax.random.key(0), image)
+    assert variables["params"]["conv1"]["kernel"].shape == (kernel, kernel, 1, 2)
+    _, state = jax.eval_shape(
+        functools.partial(module.apply, capture_intermediates=True, mutable=["intermediates"]),
+        variables,
+        image,
+    )
+    assert state["intermediates"]["layer1_0"]["__call__"][0].shape == (1, size, size, 2)
+
+
 def test_safetensors_reader_handles_bfloat16_and_float16(tmp_path):
     values = np.array([[1.5, -2.0], [0.25, 3.0]], np.float32)
     bf16 = (values.view(np.uint32) >> 16).astype(np.uint16).tobytes()

@@ -48,11 +48,19 @@ class EvalContext:
     batches: Callable[[], Iterator[tuple[dict, np.ndarray]]]
     model: Any = None
     mesh: Any = None
+    # The model's non-params collections (BatchNorm statistics; {} for most models):
+    # apply the model with `ctx.variables()`, not {"params": ctx.params} alone.
+    model_state: Any = dataclasses.field(default_factory=dict)
     vocab: Any = None  # the run's tokenizer (crossjax.data.tokenizers.TextTokenizer), if text
-    # restore_run(workdir) -> (experiment, step, params) of another run's latest
-    # checkpoint (the coherence judge). The trainer passes it in (see
-    # crossjax.checkpoint.restore_experiment): evaluators never import the trainer.
+    # restore_run(workdir) -> (experiment, step, train state) of another run's latest
+    # checkpoint (the coherence judge; its BatchNorm statistics in state.model_state).
+    # The trainer passes it in (see crossjax.checkpoint.restore_experiment_state):
+    # evaluators never import the trainer.
     restore_run: Callable[[Path], tuple[Any, int, Any]] | None = None
+
+    def variables(self) -> dict[str, Any]:
+        """{"params": params, **model_state}: what `model.apply` takes in eval mode."""
+        return {"params": self.params, **(self.model_state or {})}
 
     def gather(self, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """Concatenated numpy outputs and batch entries over the eval split (valid rows only).

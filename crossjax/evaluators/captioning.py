@@ -52,9 +52,9 @@ def _jitted_generate(model: Any, beam_size: int, alpha: float):
                 f"seq_autoencoder); {type(model).__name__} has none"
             )
 
-        def generate(params, batch):
+        def generate(variables, batch):
             return model.apply(
-                {"params": params}, batch, method="generate", beam_size=beam_size, alpha=alpha
+                variables, batch, method="generate", beam_size=beam_size, alpha=alpha
             )
 
         if any(k[0] != id(model) for k in _GENERATE_CACHE):  # one run at a time
@@ -127,8 +127,10 @@ def captioning(
         if attribute_accuracy:
             for k in SCENE_ATTRIBUTES:
                 truth[k].append(to_host(batch[f"attr/{k}"])[valid])
-        greedy += [ctx.vocab.decode(ids) for ids in to_host(greedy_fn(ctx.params, batch))[valid]]
-        beam += [ctx.vocab.decode(ids) for ids in to_host(beam_fn(ctx.params, batch))[valid]]
+        greedy += [
+            ctx.vocab.decode(ids) for ids in to_host(greedy_fn(ctx.variables(), batch))[valid]
+        ]
+        beam += [ctx.vocab.decode(ids) for ids in to_host(beam_fn(ctx.variables(), batch))[valid]]
         references += _references(batch, valid, ctx.vocab)
         if "image" in batch and sum(len(p) for p in pictures) < num_pictures:
             pictures.append(to_host(batch["image"])[valid])

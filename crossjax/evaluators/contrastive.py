@@ -50,8 +50,8 @@ def _jitted_encode_text(model: Any):
                 f"{type(model).__name__} has none"
             )
 
-        def encode(params, text, mask):
-            return model.apply({"params": params}, text, mask, method="encode_text")
+        def encode(variables, text, mask):
+            return model.apply(variables, text, mask, method="encode_text")
 
         cached = (model, jax.jit(encode))
         _ENCODE_TEXT_CACHE.clear()  # one run at a time: keep only the current model alive
@@ -80,7 +80,7 @@ def encode_texts(ctx: EvalContext, text: np.ndarray, mask: np.ndarray) -> np.nda
                 jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx])
                 for a in (ids, keep)
             )
-        out.append(to_host(encode(ctx.params, ids, keep))[: rows.stop - rows.start])
+        out.append(to_host(encode(ctx.variables(), ids, keep))[: rows.stop - rows.start])
     return np.concatenate(out)[:n]
 
 

@@ -36,7 +36,7 @@ from crossjax.sharding import to_host
 
 log = logging.getLogger(__name__)
 
-_CLASSIFIERS: dict[str, tuple[Any, Any]] = {}  # resolved workdir -> (experiment, params)
+_CLASSIFIERS: dict[str, tuple[Any, Any]] = {}  # resolved workdir -> (experiment, train state)
 CLASSIFIER_KEYS = ("workdir", "trained_with")
 
 
@@ -90,7 +90,7 @@ def judge_workdir(entry: Any, modality: str, run_workdir: Path | None, what: str
 
 
 def load_classifier(ctx: EvalContext, entry: Any, modality: str, what: str) -> tuple[Any, Any]:
-    """(experiment, params) of the judge run named by `entry`, restored through
+    """(experiment, train state) of the judge run named by `entry`, restored through
     `ctx.restore_run`; a ConfigError with the command that trains it when it has no
     checkpoint. Cached per workdir."""
     workdir = judge_workdir(entry, modality, ctx.workdir, what)
@@ -108,14 +108,14 @@ def load_classifier(ctx: EvalContext, entry: Any, modality: str, what: str) -> t
                 f"judge in {workdir} cannot be restored; evaluate through the trainer or "
                 "crossjax.runs"
             )
-        exp, step, params = ctx.restore_run(workdir)
+        exp, step, state = ctx.restore_run(workdir)
         if modality not in exp.data.spec.modalities:
             raise ConfigError(
                 f"{what}: the classifier in {workdir} reads {exp.data.spec.modalities}, "
                 f"not {modality!r}"
             )
         log.info("%s: %s classifier from %s (step %d)", what, modality, workdir, step)
-        _CLASSIFIERS[key] = (exp, params)
+        _CLASSIFIERS[key] = (exp, state)
     return _CLASSIFIERS[key]
 
 
@@ -160,10 +160,10 @@ def coherence(
                 "{'workdir': <a trained classifier run>}}"
             )
         if target not in judges:
-            exp, params = load_classifier(ctx, classifiers[target], target, name)
+            exp, state = load_classifier(ctx, classifiers[target], target, name)
             if target == "text":
                 _check_vocab(ctx, exp, classifiers[target]["workdir"])
-            judges[target] = (exp, params)
+            judges[target] = (exp, state)
     correct = np.zeros(len(parsed))
     count = 0
     rng = jax.random.key(0)
@@ -171,8 +171,9 @@ def coherence(
         labels = to_host(batch[label_key])
         for i, (sources, target) in enumerate(parsed):
             out = jitted_generate(ctx.model, sources, (target,), False)(ctx.params, batch, rng)
-            exp, params = judges[target]
-            logits = exp.predict(params, _classifier_batch(target, out[f"recon_mean/{target}"]))
+            exp, judge = judges[target]
+            generated = _classifier_batch(target, out[f"recon_mean/{target}"])
+            logits = exp.predict(judge.params, generated, judge.model_state)
             predicted = to_host(jnp.argmax(logits["logits"], axis=-1))
             correct[i] += np.sum((predicted == labels) & valid)
         count += int(valid.sum())

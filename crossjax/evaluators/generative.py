@@ -43,9 +43,9 @@ def iwae_nll(
         raise ConfigError("evaluator 'iwae_nll' needs the model (EvalContext.model)")
 
     @jax.jit
-    def negative_bound(params, batch, key):
+    def negative_bound(variables, batch, key):
         def apply_fn(b, *, train, rngs):
-            return ctx.model.apply({"params": params}, b, train=train, rngs=rngs)
+            return ctx.model.apply(variables, b, train=train, rngs=rngs)
 
         log_weights = iwae_log_weights(
             apply_fn,
@@ -62,7 +62,7 @@ def iwae_nll(
     total, count = 0.0, 0
     for index, (batch, valid) in enumerate(ctx.batches()):
         key = jax.random.fold_in(jax.random.key(seed), index)
-        values = to_host(negative_bound(ctx.params, batch, key))
+        values = to_host(negative_bound(ctx.variables(), batch, key))
         total += float(np.sum(values[valid], dtype=np.float64))
         count += int(valid.sum())
     return {"iwae_nll": total / max(count, 1)}

@@ -13,6 +13,7 @@ BatchNorm keeps its running statistics in the `batch_stats` collection, apart fr
 `frozen_statistics=True`, for fine-tuning) the running statistics normalise and nothing is
 written; with `train=True` batch statistics normalise and the running ones are updated,
 so `batch_stats` must then be mutable. Momentum and epsilon are torchvision's (0.1, 1e-5).
+The trainer carries `batch_stats` in its train state (crossjax.models.state).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from crossjax.errors import ConfigError
 from crossjax.models.encoders import IMAGE_ENCODERS
 
 BLOCKS = ("basic", "bottleneck")
+STEMS = ("imagenet", "small")
 
 
 def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.Conv:
@@ -93,12 +95,22 @@ class ResNet(nn.Module):
     width: int = 64
     features: int = 1000
     frozen_statistics: bool = False
+    # The stem: torchvision's 7x7/2 conv and 3x3/2 max pool ("imagenet", what pretrained
+    # weights expect), or "small": one 3x3 conv of stride `stem_stride`, no pool, the
+    # usual variant for 28x28-32x32 images (stride 1 keeps the maps 4x larger than the
+    # imagenet stem, at 16x its FLOPs in the stages; stride 2: 2x larger, 4x the FLOPs).
+    stem: str = "imagenet"
+    stem_stride: int = 1
     dtype: Any = jnp.float32
 
     def check(self, input_shape: Sequence[int]) -> None:
         """ValueError unless the image is (H, W, C) and the fields are valid."""
         if self.block not in BLOCKS:
             raise ValueError(f"block={self.block!r}; valid: {', '.join(BLOCKS)}")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem={self.stem!r}; valid: {', '.join(STEMS)}")
+        if self.stem_stride < 1:
+            raise ValueError(f"stem_stride={self.stem_stride}; use 1 or more")
         if len(input_shape) != 3:
             raise ValueError(f"reads images (H, W, C) but the image is {tuple(input_shape)}")
 
@@ -108,12 +120,15 @@ class ResNet(nn.Module):
         if not self.is_initializing() and "batch_stats" not in self.variables:
             raise ConfigError(
                 "ResNet needs its BatchNorm statistics: apply it with "
-                "{'params': ..., 'batch_stats': ...}"
+                "{'params': ..., 'batch_stats': ...} (a train state's model_state holds them)"
             )
         ura = self.frozen_statistics or not train
-        x = _conv(self.width, 7, 2, "conv1", self.dtype)(image.astype(self.dtype))
+        small = self.stem == "small"
+        kernel, stride = (3, self.stem_stride) if small else (7, 2)
+        x = _conv(self.width, kernel, stride, "conv1", self.dtype)(image.astype(self.dtype))
         x = nn.relu(_norm("bn1", ura, self.dtype)(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        if not small:
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for stage, blocks in enumerate(self.stage_sizes):
             for i in range(blocks):
                 x = ResidualBlock(
