@@ -20,11 +20,12 @@ demo: $(STAMP)
 	$(VENV)/bin/python scripts/train.py --config configs/digits_fusion.py --workdir runs/demo
 	$(VENV)/bin/python scripts/evaluate.py --workdir runs/demo
 
-# Test files run in parallel (each file on one worker, so module fixtures are built once).
+# Test files run in parallel (each file on one worker, so module fixtures are built once),
+# the slowest first (tests/conftest.py orders them; xdist's own reorder would undo it).
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check crossjax scripts configs tests examples

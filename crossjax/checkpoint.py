@@ -109,6 +109,27 @@ def _from_saved_form(restored: Any, target: Any) -> Any:
     return restored
 
 
+def _save_without_replica_slices() -> None:
+    """On CPU, Orbax writes each replicated array whole instead of cutting it into one
+    slice per replica ("replica-parallel" saving, its default off GPU). The slices compile
+    one program per array shape and device on the first save, and CPU devices share one
+    host memory, so nothing is gained: measured on 2 cores, this is about 2 of the 5 CPU
+    seconds of a tiny MNIST CNN run. The checkpoint files are the same either way."""
+    import jax
+
+    handler = ocp.type_handlers.get_type_handler(jax.Array)
+    if jax.default_backend() != "cpu" or not getattr(handler, "_use_replica_parallel", True):
+        return
+    ocp.type_handlers.register_type_handler(
+        jax.Array,
+        ocp.type_handlers.ArrayHandler(
+            use_replica_parallel=False,
+            array_metadata_store=getattr(handler, "_array_metadata_store", None),
+        ),
+        override=True,
+    )
+
+
 class Checkpoints:
     """Wraps `ocp.CheckpointManager` for one run directory (WORKDIR/checkpoints).
 
@@ -163,6 +184,7 @@ class Checkpoints:
             cleanup_tmp_directories=False,
         )
         ignore_closed_loop_errors()
+        _save_without_replica_slices()
         self._manager = _TolerantCheckpointManager(self.directory, options=options)
         self._pending_step: int | None = None
         # Steps newer than the one a run resumed from (unrestorable, or passed over by an

@@ -128,6 +128,20 @@ ROWS: tuple[Row, ...] = (
         at_least(0.91),
     ),
     Row(
+        "fashion_mnist_resnet18",
+        "0.93-0.95 (ResNet-18, zalandoresearch benchmark)",
+        "test accuracy >= 0.93 (ResNet-18 from scratch, BatchNorm statistics in the state)",
+        (
+            RowRun(
+                "resnet18",
+                "configs/fashion_mnist.py:resnet18",
+                "accuracy",
+                data={"fashion_mnist": "data.source.path"},
+            ),
+        ),
+        at_least(0.93),
+    ),
+    Row(
         "fsdd_audio",
         "~0.97-0.99 (spectrogram CNNs, official split)",
         "test accuracy >= 0.97 (takes 0-4 of every speaker and digit)",

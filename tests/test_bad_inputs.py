@@ -2,7 +2,8 @@
 `error:` line and no traceback, and a finished run directory stays byte for byte as it was.
 
 Most cases call the library under `cli.call` (what the scripts run `main` under) in this
-process; the few that need flag parsing run a script as a subprocess.
+process; the few that need flag parsing run a script in this process too (`run_script`),
+and the trust boundary, which needs a module path of its own, in a subprocess.
 """
 
 import errno
@@ -280,16 +281,17 @@ def _script(*args: str, timeout: int = 300, **env_vars: str) -> subprocess.Compl
     ],
     ids=["config syntax error", "restore_step", "evaluate checkpoint", "generate num"],
 )
-def test_scripts_report_bad_input_in_one_line(args, finished, tmp_path):
+def test_scripts_report_bad_input_in_one_line(args, finished, tmp_path, run_script):
     config = tmp_path / "broken.py"
     config.write_text("def get_config(:\n")
     args = [a.replace("CONFIG", str(config)).replace("FINISHED", str(finished)) for a in args]
     before = _checksums(finished)
-    proc = _script(*args)
-    assert proc.returncode == cli.EXIT_USER_ERROR, proc.stderr
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
+    script = args[0].removeprefix("scripts/").removesuffix(".py")
+    code, _, err = run_script(script, *args[1:])
+    assert code == cli.EXIT_USER_ERROR, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
     assert _checksums(finished) == before
 
 

@@ -60,6 +60,21 @@ def test_round_trip(tmp_path):
         assert ckpt.restore(abstract(state), step=3).step == 3
 
 
+def test_replicated_arrays_are_saved_whole_on_cpu(tmp_path, caplog):
+    """No per-device slice program is compiled to save an array replicated on 8 devices
+    (Orbax's replica-parallel saving, which only costs compiles on CPU)."""
+    replicated = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec())
+    state = {"w": jax.device_put(jnp.arange(120.0).reshape(40, 3), replicated)}
+    caplog.set_level(logging.WARNING)  # where jax.log_compiles reports
+    with jax.log_compiles(True), Checkpoints(tmp_path, save_every=1) as ckpt:
+        ckpt.save(1, state=state, data_state={}, config=CONFIG)
+        ckpt.wait_until_finished()
+    compiled = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert not [m for m in compiled if "slice" in m], compiled
+    with Checkpoints(tmp_path, save_every=1) as ckpt:
+        chex.assert_trees_all_equal(ckpt.restore(abstract(state)).state, state)
+
+
 def test_save_decision(tmp_path):
     with Checkpoints(tmp_path, save_every=5) as ckpt:
         assert ckpt.should_save(10) and not ckpt.should_save(7)

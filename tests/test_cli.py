@@ -1,5 +1,10 @@
 """The scripts as a user runs them: every user error is one line, exit code 2, and the
-workdir keeps what it had."""
+workdir keeps what it had.
+
+Most cases run a script in this process (`run_script`: its flag parsing, `cli.run` and
+exit code, without a new interpreter importing JAX for seconds); a real subprocess checks
+what only a process shows: its exit status, and SIGTERM.
+"""
 
 import json
 import os
@@ -58,8 +63,12 @@ def workdir_with_results(tmp_path):
         ),
     ],
 )
-def test_config_errors_are_one_line_and_keep_the_workdir(args, message, workdir_with_results):
-    code, _, err = _run("train", f"--config={TINY}", f"--workdir={workdir_with_results}", *args)
+def test_config_errors_are_one_line_and_keep_the_workdir(
+    args, message, workdir_with_results, run_script
+):
+    code, _, err = run_script(
+        "train", f"--config={TINY}", f"--workdir={workdir_with_results}", *args
+    )
     assert code == 2, err
     lines = err.strip().splitlines()
     assert lines[-1].startswith(message), err
@@ -67,7 +76,7 @@ def test_config_errors_are_one_line_and_keep_the_workdir(args, message, workdir_
     assert (workdir_with_results / "metrics.jsonl").read_text() == '{"step": 1}\n'
 
 
-def test_missing_config_file(tmp_path):
+def test_missing_config_file_exits_2_in_a_real_process(tmp_path):
     code, _, err = _run("train", "--config=configs/nope.py", f"--workdir={tmp_path}")
     assert (
         code == 2
@@ -75,36 +84,38 @@ def test_missing_config_file(tmp_path):
     )
 
 
-def test_unknown_config_variant_lists_the_fusion_methods(tmp_path):
-    code, _, err = _run("train", "--config=configs/digits_fusion.py:nope", f"--workdir={tmp_path}")
+def test_unknown_config_variant_lists_the_fusion_methods(tmp_path, run_script):
+    code, _, err = run_script(
+        "train", "--config=configs/digits_fusion.py:nope", f"--workdir={tmp_path}"
+    )
     assert code == 2 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: unknown config variant 'nope' of configs/digits_fusion.py")
     assert f"one fusion method ({', '.join(FUSIONS.names())})" in last
 
 
-def test_unwritable_workdir(tmp_path):
+def test_unwritable_workdir(tmp_path, run_script):
     blocker = tmp_path / "a_file"
     blocker.write_text("keep me")
-    code, _, err = _run("train", f"--config={TINY}", f"--workdir={blocker}/run")
+    code, _, err = run_script("train", f"--config={TINY}", f"--workdir={blocker}/run")
     assert code == 2 and "error: cannot write workdir" in err and "Traceback" not in err
     assert blocker.read_text() == "keep me"
 
 
-def test_train_then_evaluate_print_the_same_accuracy(tmp_path):
-    code, out, err = _run("train", f"--config={TINY}", f"--workdir={tmp_path}")
+def test_train_then_evaluate_print_the_same_accuracy(tmp_path, run_script):
+    code, out, err = run_script("train", f"--config={TINY}", f"--workdir={tmp_path}")
     assert code == 0, err
     trained = json.loads(out.strip().splitlines()[-1])
-    code, out, err = _run("evaluate", f"--workdir={tmp_path}")
+    code, out, err = run_script("evaluate", f"--workdir={tmp_path}")
     assert code == 0, err
     evaluated = json.loads(out.strip().splitlines()[-1])
     assert evaluated["accuracy"] == trained["accuracy"] and evaluated["step"] == 8
-    code, _, err = _run("evaluate", f"--workdir={tmp_path}", "--checkpoint=3")
+    code, _, err = run_script("evaluate", f"--workdir={tmp_path}", "--checkpoint=3")
     assert code == 2 and "available" in err.strip().splitlines()[-1]
 
 
-def test_evaluate_without_checkpoints(tmp_path):
-    code, _, err = _run("evaluate", f"--workdir={tmp_path}")
+def test_evaluate_without_checkpoints(tmp_path, run_script):
+    code, _, err = run_script("evaluate", f"--workdir={tmp_path}")
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: no checkpoints in")
 
 
@@ -115,8 +126,8 @@ SCRIPTS = sorted(
 
 @pytest.mark.parametrize("flag", ["-h", "--help", "--helpfull"])
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_help_flags_work_on_every_script(script, flag):
-    code, out, err = _run(script, flag)
+def test_help_flags_work_on_every_script(script, flag, run_script):
+    code, out, err = run_script(script, flag)
     assert code == 0, err
     assert f"scripts/{script}.py:" in out  # the script's own flags are listed
     assert ("absl.flags:" in out) == (flag == "--helpfull"), out

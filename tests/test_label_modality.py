@@ -50,7 +50,9 @@ def _batch(labels):
 @pytest.mark.parametrize("posterior", ["poe", "mopoe", "moe"])
 def test_an_unlabelled_examples_label_changes_no_output_and_no_gradient(posterior):
     model = _model(posterior)
-    params = model.init({"params": jax.random.key(0), "sample": jax.random.key(1)}, _batch([0] * 5))
+    params = jax.jit(model.init)(
+        {"params": jax.random.key(0), "sample": jax.random.key(1)}, _batch([0] * 5)
+    )
     loss = build_loss([(LOSS_OF[posterior], 1.0)])
     ctx = LossContext(step=jnp.zeros((), jnp.int32), rng=jax.random.key(0))
 

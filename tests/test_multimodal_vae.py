@@ -76,10 +76,11 @@ def make_batch(seed: int = 0, present: bool = True) -> dict:
 
 
 @functools.cache
+@functools.cache  # one initialisation per model for the module (params are read-only)
 def initialised(posterior: str, dreg: bool = False):
     model = build_model(model_config(posterior, dreg=dreg), SPEC)
     rngs = {"params": jax.random.key(0), "sample": jax.random.key(1)}
-    return model, model.init(rngs, make_batch(present=False))["params"]
+    return model, jax.jit(model.init)(rngs, make_batch(present=False))["params"]
 
 
 # --- posterior math ----------------------------------------------------------------------
