@@ -147,6 +147,17 @@ def test_frozen_statistics_from_the_config_stay_bit_identical(data, batch):
     assert max(jax.tree.leaves(moves)) > 0  # the parameters still train
 
 
+def test_a_tower_frozen_by_the_optimizer_keeps_its_statistics_and_parameters(data, batch):
+    """optimizer.frozen locks the ResNet tower (as LiT locks an image tower): its
+    parameters and BatchNorm statistics stay bit-identical while the head trains."""
+    config = _config(1)
+    config.optimizer.frozen = ("encoders_image",)
+    _, initial, state = _train_steps(config, data, batch, steps=2)
+    chex.assert_trees_all_equal(initial.model_state, state.model_state)
+    chex.assert_trees_all_equal(initial.params["encoders_image"], state.params["encoders_image"])
+    assert not np.array_equal(initial.params["head"]["kernel"], state.params["head"]["kernel"])
+
+
 def test_accumulation_updates_statistics_micro_batch_by_micro_batch(data, batch):
     config = _config(1)
     config.grad_accum_steps = 2
