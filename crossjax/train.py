@@ -25,8 +25,10 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+import crossjax
 from crossjax import param_groups, sharding
 from crossjax.checkpoint import Checkpoints, WorkdirLock, restore_experiment_state
+from crossjax.compilation_cache import enable_compilation_cache
 from crossjax.config import config_to_dict, validate_config
 from crossjax.data.pipeline import DataPipeline
 from crossjax.data.spec import dummy_batch
@@ -587,6 +589,35 @@ def _from_micro(x: jax.Array) -> jax.Array:
     return jnp.swapaxes(x, 0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
+class StartupTimes:
+    """Seconds of a run's fixed start-up cost by phase, logged as one line before the
+    second step: imports (from `import crossjax`: JAX, Flax, the data libraries and the
+    flags), data (opening the dataset, the hold-out and the vocabulary), init (model,
+    optimizer, checks, checkpoints, the initial or restored state) and compile (the first
+    train step: compiled, or loaded from the persistent compilation cache)."""
+
+    _imports_counted = False  # the imports happen once per process: the first run counts them
+
+    def __init__(self):
+        self._last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        if not StartupTimes._imports_counted:
+            StartupTimes._imports_counted = True
+            self.seconds["imports"] = self._last - crossjax.IMPORTED_AT
+        self.cache_dir = ""
+
+    def mark(self, phase: str) -> None:
+        """Ends `phase` now (it began when the previous phase ended)."""
+        now = time.perf_counter()
+        self.seconds[phase] = now - self._last
+        self._last = now
+
+    def log(self) -> None:
+        phases = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        cache = f"compilation cache {self.cache_dir}" if self.cache_dir else "no compilation cache"
+        log.info("start-up: %s (%s)", phases, cache)
+
+
 class _StopRequest:
     """Turns SIGTERM/SIGINT into a flag the loop checks, so preemption saves a checkpoint."""
 
@@ -625,7 +656,9 @@ def train_and_evaluate(
     newer ones are deleted at the next save. `on_step(step)` is called on the host after
     each step is dispatched (a hook for tests and tools; it must not block).
     """
+    startup = StartupTimes()
     validate_config(config)
+    startup.cache_dir = enable_compilation_cache(config.get("compilation_cache_dir", "auto"))
     if not (restore_step in ("latest", "best") or _is_step(restore_step)):
         raise ConfigError(f"--restore_step={restore_step!r}; use latest, best or a step number")
     workdir_path = Path(workdir)
@@ -647,6 +680,7 @@ def train_and_evaluate(
         mesh = make_mesh(config)
         sharding.check_batch_size(config.batch_size, mesh, config.get("grad_accum_steps", 1))
         data = open_data(config, workdir_path)
+        startup.mark("data")
         exp = Experiment(config, data, mesh)
         writer = MetricWriter(workdir_path)
         ckpts = Checkpoints(
@@ -657,7 +691,9 @@ def train_and_evaluate(
             best_mode=config.best_mode,
         )
         try:
-            return _run(config, exp, data, ckpts, writer, workdir_path, stop, on_step, restore_step)
+            return _run(
+                config, exp, data, ckpts, writer, workdir_path, stop, on_step, restore_step, startup
+            )
         except OSError as e:  # disk full or a read-only folder while writing the run
             where = f" {e.filename}" if e.filename else f" in {workdir}"
             raise CrossjaxError(
@@ -669,7 +705,18 @@ def train_and_evaluate(
             writer.close()
 
 
-def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_step, restore_step):
+def _run(
+    config,
+    exp: Experiment,
+    data,
+    ckpts,
+    writer,
+    workdir: Path,
+    stop,
+    on_step,
+    restore_step,
+    startup: StartupTimes,
+):
     config_dict = config_to_dict(config)
     exp.check_requirements()  # fails here, before the first step, not after training
     latest = ckpts.latest_step()
@@ -729,6 +776,7 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
 
     total = config.num_train_steps
     acc = exp.empty_train_metrics()
+    startup.mark("init")
     eval_metrics: dict[str, float] | None = None
     bar = tqdm(
         total=total,
@@ -743,6 +791,9 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
     while step < total:
         batch = next(train_iter)
         state, acc = exp.train_step(state, batch, acc)
+        if step == start:  # the first call compiled the step (or loaded it from the cache)
+            startup.mark("compile")
+            startup.log()
         step += 1
         bar.update(1)
         if on_step is not None:

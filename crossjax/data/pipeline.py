@@ -131,13 +131,23 @@ class DataPipeline:
         self.modalities = modalities
         self.features = self._feature_map()
         self._label_values: np.ndarray | None = None
-        self.row_indices = self._row_indices(held_out=validation is None)
-        self.num_examples = {k: len(v) for k, v in self.row_indices.items()}
-        self.num_train = self.num_examples["train"]
         # A pretrained tokenizer needs no training text: with it, image-only data still has
         # a vocabulary (zero-shot prompts of a two tower on a labelled image folder).
         pretrained_tokenizer = tokenizer_kind(config.get("tokenizer", None)) != ""
         text = "text" in modalities or pretrained_tokenizer
+        builds_vocab = (
+            "text" in modalities
+            and not pretrained_tokenizer
+            and not (vocab_path is not None and os.path.exists(vocab_path))
+        )
+        self._train_pass_wants = (
+            tuple(p for p in (self.features.get("label"), self._validation_group()) if p),
+            builds_vocab,
+        )
+        self._train_pass_result: tuple[dict[str, np.ndarray | None], list] | None = None
+        self.row_indices = self._row_indices(held_out=validation is None)
+        self.num_examples = {k: len(v) for k, v in self.row_indices.items()}
+        self.num_train = self.num_examples["train"]
         self.vocab = self._vocabulary(vocab_path) if text else None
         self.preprocess = Preprocessor(
             features=self.features,
@@ -196,22 +206,54 @@ class DataPipeline:
             group = catalog.default_validation_group(self.config.name)
         return group or None
 
+    def _train_pass(self) -> tuple[dict[str, np.ndarray | None], list]:
+        """One read of the whole train split for everything set-up needs from every
+        example: the scalar features of `_train_feature` (labels to stratify the hold-out
+        by, groups to keep together; None for a path the examples lack) and, when the run
+        builds its word vocabulary, each example's captions. Decoding an example costs
+        more than using it, so each is decoded once here, not once per use."""
+        if self._train_pass_result is None:
+            paths, captions_wanted = self._train_pass_wants
+            source = self.sources[self.split_names["train"]]
+            preprocess = Preprocessor(self.features, ("text",), None, 0, 0)
+            values: dict[str, list | None] = {p: [] for p in paths}
+            captions = []
+            if paths or captions_wanted:
+                for i in range(len(source)):
+                    example = source[i]
+                    for path, column in values.items():
+                        if column is None:
+                            continue
+                        try:
+                            column.append(np.asarray(read_feature(example, path)))
+                        except KeyError:
+                            values[path] = None
+                    if captions_wanted:
+                        captions.append(preprocess.captions_of(example))
+            arrays = {p: None if v is None else np.asarray(v) for p, v in values.items()}
+            self._train_pass_result = arrays, captions
+        return self._train_pass_result
+
     def _train_feature(self, path: str | None) -> np.ndarray | None:
         """(N,) values of a scalar feature over the train split (labels to stratify the
-        hold-out by, groups to keep together); None without the feature (reads each
-        example once)."""
+        hold-out by, groups to keep together); None without the feature (read in the one
+        pass of `_train_pass`)."""
         if not path:
             return None
-        source = self.sources[self.split_names["train"]]
-        try:
-            values = np.asarray(
-                [np.asarray(read_feature(source[i], path)) for i in range(len(source))]
-            )
-        except KeyError:
+        values, _ = self._train_pass()
+        if path not in values:  # not asked for at construction: read it on its own
+            source = self.sources[self.split_names["train"]]
+            try:
+                values[path] = np.asarray(
+                    [np.asarray(read_feature(source[i], path)) for i in range(len(source))]
+                )
+            except KeyError:
+                values[path] = None
+        if values[path] is None:
             raise ConfigError(
                 f"data.validation_group={path!r} is not a feature of {self.config.name!r}"
-            ) from None
-        return values if values.ndim == 1 else None
+            )
+        return values[path] if values[path].ndim == 1 else None
 
     def _train_labels(self) -> np.ndarray | None:
         """(N,) labels of the whole train split (read once), None without a label feature."""
@@ -388,10 +430,9 @@ class DataPipeline:
             return tokenizer
         if vocab_path is not None and os.path.exists(vocab_path):
             return Vocabulary.load(vocab_path)
-        source = self.sources[self.split_names["train"]]
-        preprocess = Preprocessor(self.features, ("text",), None, 0, 0)
+        _, captions = self._train_pass()  # every train example's, in source order
         vocab = Vocabulary.build(  # from the examples trained on: none held out
-            (c for i in self.row_indices["train"] for c in preprocess.captions_of(source[int(i)])),
+            (c for i in self.row_indices["train"] for c in captions[int(i)]),
             min_count=self.config.vocab_min_count,
             max_size=self.config.max_vocab_size or None,
         )
