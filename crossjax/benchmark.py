@@ -178,3 +178,35 @@ def trainer_overhead(config: ml_collections.ConfigDict, workdir: str | Path) -> 
         "bare_loop_before_after": [bare_before, bare_after],
         "ratio": trainer / bare,
     }
+
+
+def compile_seconds(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+    """Cold compile seconds of `config`'s jitted programs: {"init", "train_step",
+    "eval_step"}, each `lower` + `compile` from abstract shapes (nothing runs) with the
+    persistent compilation cache off, so every figure is a real compilation."""
+    from crossjax.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache("")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = make_mesh(config)
+    data = open_data(config, workdir)
+    exp = Experiment(config, data, mesh)
+    state = exp.abstract_state()
+    acc = exp.empty_train_metrics()
+    eval_batch = sharding.to_global(next(iter(data.eval_batches(split="validation"))), mesh)
+    eval_acc = exp._empty_eval_acc(state.params, eval_batch, state.model_state)
+    step = jnp.zeros((), jnp.int32)
+
+    def timed(lowered) -> float:
+        start = time.perf_counter()
+        lowered.compile()
+        return time.perf_counter() - start
+
+    return {
+        "init": timed(exp.init.lower()),
+        "train_step": timed(exp.train_step.lower(state, exp._abstract_batch(), acc)),
+        "eval_step": timed(
+            exp.eval_step.lower(state.params, eval_batch, eval_acc, step, state.model_state)
+        ),
+    }

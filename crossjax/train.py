@@ -592,9 +592,11 @@ def _from_micro(x: jax.Array) -> jax.Array:
 class StartupTimes:
     """Seconds of a run's fixed start-up cost by phase, logged as one line before the
     second step: imports (from `import crossjax`: JAX, Flax, the data libraries and the
-    flags), data (opening the dataset, the hold-out and the vocabulary), init (model,
-    optimizer, checks, checkpoints, the initial or restored state) and compile (the first
-    train step: compiled, or loaded from the persistent compilation cache)."""
+    flags; the first run of a process only), data (opening the dataset, the hold-out and
+    the vocabulary), init (model, optimizer, checks, checkpoints, the initial or restored
+    state), train data (the training split preprocessed into memory where it is cached)
+    and compile (the first train step: compiled, or loaded from the persistent
+    compilation cache)."""
 
     _imports_counted = False  # the imports happen once per process: the first run counts them
 
@@ -728,11 +730,13 @@ def _run(
                 "Resuming from step %d; newer checkpoints %s will be replaced", start, newer
             )
         _warn_config_changes(restored.config, config_dict)
-        train_iter = data.global_train_batches(exp.mesh, restored.data_state)
+        data_state = restored.data_state
         log.info("Resumed from step %d in %s", start, workdir)
     else:
-        state, start = exp.init(), 0
-        train_iter = data.global_train_batches(exp.mesh)
+        state, start, data_state = exp.init(), 0, None
+    startup.mark("init")
+    train_iter = data.global_train_batches(exp.mesh, data_state)
+    startup.mark("train data")
     if stop.signal is not None:  # a signal during start-up: stop before the first step
         return _preempted(stop, start, ckpts)
 
@@ -776,7 +780,6 @@ def _run(
 
     total = config.num_train_steps
     acc = exp.empty_train_metrics()
-    startup.mark("init")
     eval_metrics: dict[str, float] | None = None
     bar = tqdm(
         total=total,
