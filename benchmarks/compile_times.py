@@ -42,12 +42,15 @@ def readme_configs(readme: Path = ROOT / "README.md") -> list[str]:
 
 
 def _config_path(name: str) -> Path:
-    return ROOT / "configs" / f"{name}.py"
+    """configs/NAME.py of "NAME" or "NAME:variant"."""
+    return ROOT / "configs" / f"{name.partition(':')[0]}.py"
 
 
 def real_data_overrides(name: str, realdata: Path | None) -> dict[str, str] | None:
     """{config field: local folder} that points `name` at a local copy of its dataset;
-    {} for configs that need none (the embedded datasets); None where no copy is known."""
+    {} for configs that need none (the embedded datasets); None where no copy is known.
+    `name` is a config file's name, with or without a ":variant"."""
+    name = name.partition(":")[0]
     if name.startswith(("digits_", "shapes_")):
         return {}
     mnist = realdata / "mnist" if realdata else None
@@ -88,7 +91,8 @@ def measure(name: str, workdir: Path, realdata: Path | None) -> dict:
         return row
     start = time.perf_counter()
     try:
-        config = load_config_file(str(_config_path(name)))
+        variant = name.partition(":")[2]
+        config = load_config_file(f"{_config_path(name)}{':' + variant if variant else ''}")
         for field, value in overrides.items():
             _set(config, field, value)
         row.update(compile_seconds(config, workdir / name))
@@ -121,7 +125,9 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="", help="comma-separated names; default: README's")
+    parser.add_argument(
+        "--configs", default="", help="comma-separated NAME[:variant]; default: README's"
+    )
     parser.add_argument("--realdata", default="", help="folder with mnist/ and fsdd/ copies")
     parser.add_argument("--json", default="", help="write the rows to this JSON file")
     parser.add_argument("--markdown", default="", help="write the table to this file")
