@@ -66,8 +66,28 @@ from crossjax.data.tokenizers import TextTokenizer, load_tokenizer, tokenizer_ki
 from crossjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
+# Decoded train examples kept in memory while the run caches its rows: decoding (TFDS
+# deserialisation) costs more than preprocessing, and the set-up pass has just done it.
+DECODED_MAX_MB = 256
 
 __all__ = ["DataPipeline", "Preprocessor", "collate", "default_data_dir", "load_split_sources"]
+
+
+class DecodedExamples:
+    """A split's decoded examples held in memory, read like its data source (len, [i]).
+    Its repr stays one line: Grain prints the map functions that hold it."""
+
+    def __init__(self, examples: list):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int):
+        return self.examples[index]
+
+    def __repr__(self) -> str:
+        return f"DecodedExamples({len(self.examples)} examples)"
 
 
 class DataPipeline:
@@ -218,9 +238,12 @@ class DataPipeline:
             preprocess = Preprocessor(self.features, ("text",), None, 0, 0)
             values: dict[str, list | None] = {p: [] for p in paths}
             captions = []
+            kept = [] if (paths or captions_wanted) and self._keep_decoded(source) else None
             if paths or captions_wanted:
                 for i in range(len(source)):
                     example = source[i]
+                    if kept is not None:
+                        kept.append(example)
                     for path, column in values.items():
                         if column is None:
                             continue
@@ -232,7 +255,23 @@ class DataPipeline:
                         captions.append(preprocess.captions_of(example))
             arrays = {p: None if v is None else np.asarray(v) for p, v in values.items()}
             self._train_pass_result = arrays, captions
+            if kept is not None:  # the train (and held-out validation) rows read these
+                self.sources[self.split_names["train"]] = DecodedExamples(kept)
         return self._train_pass_result
+
+    def _keep_decoded(self, source) -> bool:
+        """Whether `_train_pass` keeps the decoded train examples for the in-memory cache
+        of the rows to read (instead of decoding each again): where those rows are cached
+        anyway and the decoded split is small (DECODED_MAX_MB, estimated from its first
+        example)."""
+        if self.config.get("cache", "auto") == "never" or not len(source):
+            return False
+
+        def nbytes(leaf) -> int:
+            return len(leaf) if isinstance(leaf, bytes | str) else np.asarray(leaf).nbytes
+
+        size = sum(nbytes(leaf) for leaf in jax.tree.leaves(source[0]))
+        return size * len(source) <= DECODED_MAX_MB * 2**20
 
     def _train_feature(self, path: str | None) -> np.ndarray | None:
         """(N,) values of a scalar feature over the train split (labels to stratify the
