@@ -182,8 +182,10 @@ def trainer_overhead(config: ml_collections.ConfigDict, workdir: str | Path) -> 
 
 def compile_seconds(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
     """Cold compile seconds of `config`'s jitted programs: {"init", "train_step",
-    "eval_step"}, each `lower` + `compile` from abstract shapes (nothing runs) with the
-    persistent compilation cache off, so every figure is a real compilation."""
+    "eval_step"} wall-clock and the same with a "_cpu" suffix in CPU seconds of this
+    process (less sensitive to other processes on the machine), each `compile` of a
+    `lower` from abstract shapes (nothing runs) with the persistent compilation cache
+    off, so every figure is a real compilation."""
     from crossjax.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache("")
@@ -198,15 +200,18 @@ def compile_seconds(config: ml_collections.ConfigDict, workdir: str | Path) -> d
     eval_acc = exp._empty_eval_acc(state.params, eval_batch, state.model_state)
     step = jnp.zeros((), jnp.int32)
 
-    def timed(lowered) -> float:
-        start = time.perf_counter()
-        lowered.compile()
-        return time.perf_counter() - start
+    out = {}
 
-    return {
-        "init": timed(exp.init.lower()),
-        "train_step": timed(exp.train_step.lower(state, exp._abstract_batch(), acc)),
-        "eval_step": timed(
-            exp.eval_step.lower(state.params, eval_batch, eval_acc, step, state.model_state)
-        ),
-    }
+    def timed(name: str, lowered) -> None:
+        start, cpu = time.perf_counter(), time.process_time()
+        lowered.compile()
+        out[name] = time.perf_counter() - start
+        out[f"{name}_cpu"] = time.process_time() - cpu
+
+    timed("init", exp.init.lower())
+    timed("train_step", exp.train_step.lower(state, exp._abstract_batch(), acc))
+    timed(
+        "eval_step",
+        exp.eval_step.lower(state.params, eval_batch, eval_acc, step, state.model_state),
+    )
+    return out

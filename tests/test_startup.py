@@ -144,7 +144,7 @@ def test_compile_times_table_of_a_tiny_config(tmp_path, restore_cache):
     assert code == 0
     rows = json.loads(out_json.read_text())["rows"]
     assert rows[0]["config"] == "digits_vae:tiny"
-    for key in ("init", "train_step", "eval_step"):
+    for key in ("init", "train_step", "eval_step", "train_step_cpu"):
         assert rows[0][key] > 0
     assert "skipped" in rows[1]
     lines = out_md.read_text().splitlines()
