@@ -150,8 +150,10 @@ class Experiment:
         self.seed = config.seed
         self.num_classes = data.spec.num_classes
         self.grad_accum = config.get("grad_accum_steps", 1)
+        # Traced once: the shardings, the restore target and the checks all read it.
+        self._state_shapes = jax.eval_shape(self._init)
         self.state_sharding = sharding.state_shardings(
-            jax.eval_shape(self._init),
+            self._state_shapes,
             mesh,
             param_sharding=config.get("param_sharding", "replicated"),
             min_size=config.get("fsdp_min_size", 2**14),
@@ -174,10 +176,10 @@ class Experiment:
         return TrainState(jnp.zeros((), jnp.int32), params, self.tx.init(params), model_state)
 
     def abstract_state(self):
-        shapes = jax.eval_shape(self._init)
+        """The TrainState as ShapeDtypeStructs with the run's shardings (nothing computed)."""
         return jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            shapes,
+            self._state_shapes,
             self.state_sharding,
         )
 
