@@ -2,6 +2,11 @@
 
 import importlib.metadata as _metadata
 import os as _os
+import time as _time
+
+# When crossjax was first imported: the trainer's start-up log counts its "imports" phase
+# (JAX, Flax, Optax, Orbax, TFDS, Grain and the flags) from here.
+IMPORTED_AT = _time.perf_counter()
 
 __version__ = "0.1.0"
 

@@ -178,3 +178,40 @@ def trainer_overhead(config: ml_collections.ConfigDict, workdir: str | Path) -> 
         "bare_loop_before_after": [bare_before, bare_after],
         "ratio": trainer / bare,
     }
+
+
+def compile_seconds(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+    """Cold compile seconds of `config`'s jitted programs: {"init", "train_step",
+    "eval_step"} wall-clock and the same with a "_cpu" suffix in CPU seconds of this
+    process (less sensitive to other processes on the machine), each `compile` of a
+    `lower` from abstract shapes (nothing runs) with the persistent compilation cache
+    off, so every figure is a real compilation."""
+    from crossjax.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache("")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = make_mesh(config)
+    data = open_data(config, workdir)
+    exp = Experiment(config, data, mesh)
+    state = exp.abstract_state()
+    acc = exp.empty_train_metrics()
+    eval_batch = sharding.to_global(next(iter(data.eval_batches(split="validation"))), mesh)
+    eval_acc = exp._empty_eval_acc(state.params, eval_batch, state.model_state)
+    step = jnp.zeros((), jnp.int32)
+
+    out = {}
+
+    def timed(name: str, lowered) -> None:
+        start, cpu = time.perf_counter(), time.process_time()
+        lowered.compile()
+        out[name] = time.perf_counter() - start
+        out[f"{name}_cpu"] = time.process_time() - cpu
+
+    timed("init", exp.init.lower())
+    timed("train_step", exp.train_step.lower(state, exp._abstract_batch(), acc))
+    timed(
+        "eval_step",
+        exp.eval_step.lower(state.params, eval_batch, eval_acc, step, state.model_state),
+    )
+    return out

@@ -33,6 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.fsdp_min_size = 2**14  # FSDP leaves arrays with fewer elements replicated
     c.grad_accum_steps = 1  # micro-batches per step (batch_size is the total)
     c.remat = False  # recompute the forward pass's activations in the backward pass
+    # Persistent XLA compilation cache (crossjax.compilation_cache): "auto" is
+    # $JAX_COMPILATION_CACHE_DIR, else ~/.cache/crossjax/xla; a path; "" turns it off.
+    c.compilation_cache_dir = "auto"
     c.data = ml_collections.ConfigDict(
         {
             # TFDS name ("crossjax_shapes/tiny", "mnist", "crossjax_mnist_svhn"), or "files"

@@ -25,8 +25,10 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+import crossjax
 from crossjax import param_groups, sharding
 from crossjax.checkpoint import Checkpoints, WorkdirLock, restore_experiment_state
+from crossjax.compilation_cache import enable_compilation_cache
 from crossjax.config import config_to_dict, validate_config
 from crossjax.data.pipeline import DataPipeline
 from crossjax.data.spec import dummy_batch
@@ -148,8 +150,10 @@ class Experiment:
         self.seed = config.seed
         self.num_classes = data.spec.num_classes
         self.grad_accum = config.get("grad_accum_steps", 1)
+        # Traced once: the shardings, the restore target and the checks all read it.
+        self._state_shapes = jax.eval_shape(self._init)
         self.state_sharding = sharding.state_shardings(
-            jax.eval_shape(self._init),
+            self._state_shapes,
             mesh,
             param_sharding=config.get("param_sharding", "replicated"),
             min_size=config.get("fsdp_min_size", 2**14),
@@ -172,10 +176,10 @@ class Experiment:
         return TrainState(jnp.zeros((), jnp.int32), params, self.tx.init(params), model_state)
 
     def abstract_state(self):
-        shapes = jax.eval_shape(self._init)
+        """The TrainState as ShapeDtypeStructs with the run's shardings (nothing computed)."""
         return jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            shapes,
+            self._state_shapes,
             self.state_sharding,
         )
 
@@ -587,6 +591,37 @@ def _from_micro(x: jax.Array) -> jax.Array:
     return jnp.swapaxes(x, 0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
+class StartupTimes:
+    """Seconds of a run's fixed start-up cost by phase, logged as one line before the
+    second step: imports (from `import crossjax`: JAX, Flax, the data libraries and the
+    flags; the first run of a process only), data (opening the dataset, the hold-out and
+    the vocabulary), init (model, optimizer, checks, checkpoints, the initial or restored
+    state), train data (the training split preprocessed into memory where it is cached)
+    and compile (the first train step: compiled, or loaded from the persistent
+    compilation cache)."""
+
+    _imports_counted = False  # the imports happen once per process: the first run counts them
+
+    def __init__(self):
+        self._last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        if not StartupTimes._imports_counted:
+            StartupTimes._imports_counted = True
+            self.seconds["imports"] = self._last - crossjax.IMPORTED_AT
+        self.cache_dir = ""
+
+    def mark(self, phase: str) -> None:
+        """Ends `phase` now (it began when the previous phase ended)."""
+        now = time.perf_counter()
+        self.seconds[phase] = now - self._last
+        self._last = now
+
+    def log(self) -> None:
+        phases = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        cache = f"compilation cache {self.cache_dir}" if self.cache_dir else "no compilation cache"
+        log.info("start-up: %s (%s)", phases, cache)
+
+
 class _StopRequest:
     """Turns SIGTERM/SIGINT into a flag the loop checks, so preemption saves a checkpoint."""
 
@@ -625,7 +660,9 @@ def train_and_evaluate(
     newer ones are deleted at the next save. `on_step(step)` is called on the host after
     each step is dispatched (a hook for tests and tools; it must not block).
     """
+    startup = StartupTimes()
     validate_config(config)
+    startup.cache_dir = enable_compilation_cache(config.get("compilation_cache_dir", "auto"))
     if not (restore_step in ("latest", "best") or _is_step(restore_step)):
         raise ConfigError(f"--restore_step={restore_step!r}; use latest, best or a step number")
     workdir_path = Path(workdir)
@@ -647,6 +684,7 @@ def train_and_evaluate(
         mesh = make_mesh(config)
         sharding.check_batch_size(config.batch_size, mesh, config.get("grad_accum_steps", 1))
         data = open_data(config, workdir_path)
+        startup.mark("data")
         exp = Experiment(config, data, mesh)
         writer = MetricWriter(workdir_path)
         ckpts = Checkpoints(
@@ -657,7 +695,9 @@ def train_and_evaluate(
             best_mode=config.best_mode,
         )
         try:
-            return _run(config, exp, data, ckpts, writer, workdir_path, stop, on_step, restore_step)
+            return _run(
+                config, exp, data, ckpts, writer, workdir_path, stop, on_step, restore_step, startup
+            )
         except OSError as e:  # disk full or a read-only folder while writing the run
             where = f" {e.filename}" if e.filename else f" in {workdir}"
             raise CrossjaxError(
@@ -669,7 +709,18 @@ def train_and_evaluate(
             writer.close()
 
 
-def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_step, restore_step):
+def _run(
+    config,
+    exp: Experiment,
+    data,
+    ckpts,
+    writer,
+    workdir: Path,
+    stop,
+    on_step,
+    restore_step,
+    startup: StartupTimes,
+):
     config_dict = config_to_dict(config)
     exp.check_requirements()  # fails here, before the first step, not after training
     latest = ckpts.latest_step()
@@ -681,11 +732,13 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
                 "Resuming from step %d; newer checkpoints %s will be replaced", start, newer
             )
         _warn_config_changes(restored.config, config_dict)
-        train_iter = data.global_train_batches(exp.mesh, restored.data_state)
+        data_state = restored.data_state
         log.info("Resumed from step %d in %s", start, workdir)
     else:
-        state, start = exp.init(), 0
-        train_iter = data.global_train_batches(exp.mesh)
+        state, start, data_state = exp.init(), 0, None
+    startup.mark("init")
+    train_iter = data.global_train_batches(exp.mesh, data_state)
+    startup.mark("train data")
     if stop.signal is not None:  # a signal during start-up: stop before the first step
         return _preempted(stop, start, ckpts)
 
@@ -743,6 +796,9 @@ def _run(config, exp: Experiment, data, ckpts, writer, workdir: Path, stop, on_s
     while step < total:
         batch = next(train_iter)
         state, acc = exp.train_step(state, batch, acc)
+        if step == start:  # the first call compiled the step (or loaded it from the cache)
+            startup.mark("compile")
+            startup.log()
         step += 1
         bar.update(1)
         if on_step is not None:

@@ -24,9 +24,11 @@ def _env(devices: int) -> dict:
         XLA_FLAGS=xla_flags(devices),
         JAX_PLATFORMS="cpu",
     )
-    # Two processes compile the same programs at once: JAX writes cache entries without a
-    # lock, so one could read the other's half-written entry. No shared cache here.
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    # Two processes compile the same programs at once: without the `filelock` package JAX
+    # writes cache entries without a lock, and a half-written entry read by the other
+    # process costs a warning and a compilation. No cache here (set but empty: off; unset,
+    # the trainer would use the user's ~/.cache/crossjax/xla).
+    env["JAX_COMPILATION_CACHE_DIR"] = ""
     return env
 
 

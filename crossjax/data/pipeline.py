@@ -66,8 +66,28 @@ from crossjax.data.tokenizers import TextTokenizer, load_tokenizer, tokenizer_ki
 from crossjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
+# Decoded train examples kept in memory while the run caches its rows: decoding (TFDS
+# deserialisation) costs more than preprocessing, and the set-up pass has just done it.
+DECODED_MAX_MB = 256
 
 __all__ = ["DataPipeline", "Preprocessor", "collate", "default_data_dir", "load_split_sources"]
+
+
+class DecodedExamples:
+    """A split's decoded examples held in memory, read like its data source (len, [i]).
+    Its repr stays one line: Grain prints the map functions that hold it."""
+
+    def __init__(self, examples: list):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int):
+        return self.examples[index]
+
+    def __repr__(self) -> str:
+        return f"DecodedExamples({len(self.examples)} examples)"
 
 
 class DataPipeline:
@@ -131,13 +151,23 @@ class DataPipeline:
         self.modalities = modalities
         self.features = self._feature_map()
         self._label_values: np.ndarray | None = None
-        self.row_indices = self._row_indices(held_out=validation is None)
-        self.num_examples = {k: len(v) for k, v in self.row_indices.items()}
-        self.num_train = self.num_examples["train"]
         # A pretrained tokenizer needs no training text: with it, image-only data still has
         # a vocabulary (zero-shot prompts of a two tower on a labelled image folder).
         pretrained_tokenizer = tokenizer_kind(config.get("tokenizer", None)) != ""
         text = "text" in modalities or pretrained_tokenizer
+        builds_vocab = (
+            "text" in modalities
+            and not pretrained_tokenizer
+            and not (vocab_path is not None and os.path.exists(vocab_path))
+        )
+        self._train_pass_wants = (
+            tuple(p for p in (self.features.get("label"), self._validation_group()) if p),
+            builds_vocab,
+        )
+        self._train_pass_result: tuple[dict[str, np.ndarray | None], list] | None = None
+        self.row_indices = self._row_indices(held_out=validation is None)
+        self.num_examples = {k: len(v) for k, v in self.row_indices.items()}
+        self.num_train = self.num_examples["train"]
         self.vocab = self._vocabulary(vocab_path) if text else None
         self.preprocess = Preprocessor(
             features=self.features,
@@ -196,22 +226,73 @@ class DataPipeline:
             group = catalog.default_validation_group(self.config.name)
         return group or None
 
+    def _train_pass(self) -> tuple[dict[str, np.ndarray | None], list]:
+        """One read of the whole train split for everything set-up needs from every
+        example: the scalar features of `_train_feature` (labels to stratify the hold-out
+        by, groups to keep together; None for a path the examples lack) and, when the run
+        builds its word vocabulary, each example's captions. Decoding an example costs
+        more than using it, so each is decoded once here, not once per use."""
+        if self._train_pass_result is None:
+            paths, captions_wanted = self._train_pass_wants
+            source = self.sources[self.split_names["train"]]
+            preprocess = Preprocessor(self.features, ("text",), None, 0, 0)
+            values: dict[str, list | None] = {p: [] for p in paths}
+            captions = []
+            kept = [] if (paths or captions_wanted) and self._keep_decoded(source) else None
+            if paths or captions_wanted:
+                for i in range(len(source)):
+                    example = source[i]
+                    if kept is not None:
+                        kept.append(example)
+                    for path, column in values.items():
+                        if column is None:
+                            continue
+                        try:
+                            column.append(np.asarray(read_feature(example, path)))
+                        except KeyError:
+                            values[path] = None
+                    if captions_wanted:
+                        captions.append(preprocess.captions_of(example))
+            arrays = {p: None if v is None else np.asarray(v) for p, v in values.items()}
+            self._train_pass_result = arrays, captions
+            if kept is not None:  # the train (and held-out validation) rows read these
+                self.sources[self.split_names["train"]] = DecodedExamples(kept)
+        return self._train_pass_result
+
+    def _keep_decoded(self, source) -> bool:
+        """Whether `_train_pass` keeps the decoded train examples for the in-memory cache
+        of the rows to read (instead of decoding each again): where those rows are cached
+        anyway and the decoded split is small (DECODED_MAX_MB, estimated from its first
+        example)."""
+        if self.config.get("cache", "auto") == "never" or not len(source):
+            return False
+
+        def nbytes(leaf) -> int:
+            return len(leaf) if isinstance(leaf, bytes | str) else np.asarray(leaf).nbytes
+
+        size = sum(nbytes(leaf) for leaf in jax.tree.leaves(source[0]))
+        return size * len(source) <= DECODED_MAX_MB * 2**20
+
     def _train_feature(self, path: str | None) -> np.ndarray | None:
         """(N,) values of a scalar feature over the train split (labels to stratify the
-        hold-out by, groups to keep together); None without the feature (reads each
-        example once)."""
+        hold-out by, groups to keep together); None without the feature (read in the one
+        pass of `_train_pass`)."""
         if not path:
             return None
-        source = self.sources[self.split_names["train"]]
-        try:
-            values = np.asarray(
-                [np.asarray(read_feature(source[i], path)) for i in range(len(source))]
-            )
-        except KeyError:
+        values, _ = self._train_pass()
+        if path not in values:  # not asked for at construction: read it on its own
+            source = self.sources[self.split_names["train"]]
+            try:
+                values[path] = np.asarray(
+                    [np.asarray(read_feature(source[i], path)) for i in range(len(source))]
+                )
+            except KeyError:
+                values[path] = None
+        if values[path] is None:
             raise ConfigError(
                 f"data.validation_group={path!r} is not a feature of {self.config.name!r}"
-            ) from None
-        return values if values.ndim == 1 else None
+            )
+        return values[path] if values[path].ndim == 1 else None
 
     def _train_labels(self) -> np.ndarray | None:
         """(N,) labels of the whole train split (read once), None without a label feature."""
@@ -388,10 +469,9 @@ class DataPipeline:
             return tokenizer
         if vocab_path is not None and os.path.exists(vocab_path):
             return Vocabulary.load(vocab_path)
-        source = self.sources[self.split_names["train"]]
-        preprocess = Preprocessor(self.features, ("text",), None, 0, 0)
+        _, captions = self._train_pass()  # every train example's, in source order
         vocab = Vocabulary.build(  # from the examples trained on: none held out
-            (c for i in self.row_indices["train"] for c in preprocess.captions_of(source[int(i)])),
+            (c for i in self.row_indices["train"] for c in captions[int(i)]),
             min_count=self.config.vocab_min_count,
             max_size=self.config.max_vocab_size or None,
         )
