@@ -12,7 +12,7 @@ start-up on CPU, minutes for large models on accelerators).
 - "": off.
 
 Several processes may share the folder (two runs at once, the processes of one multi-host
-run). With the `filelock` package installed JAX locks the folder for every read and write
+run). With the `filelock` package (a crossjax dependency) JAX locks the folder for every read and write
 and the folder is bounded (`MAX_BYTES`, least recently used entries go first); without it,
 a reader that meets an entry another process is half-way through writing fails to
 decompress it, and JAX warns and compiles the program itself.
