@@ -54,41 +54,51 @@ def _quiet_tfds():
     tfds.disable_progress_bar()
 
 
-@pytest.fixture
-def run_script(monkeypatch, capsys):
-    """Runs `python scripts/<name>.py *args` from the repository root in this process and
-    returns (exit code, stdout, stderr): the script's flag parsing, `cli.run` and exit
-    code, without a new interpreter importing JAX again (seconds per call). The flags the
-    script defines and the logging set-up of absl are undone afterwards, so scripts run one
-    after another."""
+def run_script_here(script: str, *args: str) -> int:
+    """Runs `python scripts/<script>.py *args` from the repository root in this process and
+    returns its exit code: the script's flag parsing, `cli.run` and exit code, without a
+    new interpreter importing JAX again (seconds per call). The working directory,
+    `sys.argv`, `sys.path`, the flags the script defines and the logging set-up of absl are
+    undone afterwards, so scripts run one after another (or one inside another, as
+    scripts/reproduce.py runs scripts/train.py). Output goes to sys.stdout/sys.stderr."""
     from absl import flags
     from absl import logging as absl_logging
 
+    cwd, argv, path = os.getcwd(), sys.argv, list(sys.path)
+    os.chdir(ROOT)
+    sys.argv = [f"scripts/{script}.py", *args]
+    defined = set(flags.FLAGS)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    verbosity = absl_logging.get_verbosity()
+    try:
+        runpy.run_path(f"scripts/{script}.py", run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        # The script's own flags (and its config's `--config.*` fields); flags a library
+        # defined on first import (grain's) stay, as they would in a process.
+        own = set(flags.FLAGS.flags_by_module_dict().get(sys.argv[0], ()))
+        own = {f.name for f in own}
+        for name in set(flags.FLAGS) - defined:
+            if name.split(".")[0] in own:
+                delattr(flags.FLAGS, name)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        absl_logging.set_verbosity(verbosity)
+        os.chdir(cwd)
+        sys.argv, sys.path[:] = argv, path  # the script prepends the root
+    return code
+
+
+@pytest.fixture
+def run_script(capsys):
+    """`run_script_here` returning (exit code, stdout, stderr)."""
+
     def run(script: str, *args: str) -> tuple[int, str, str]:
-        monkeypatch.chdir(ROOT)
-        monkeypatch.setattr(sys, "argv", [f"scripts/{script}.py", *args])
-        monkeypatch.setattr(sys, "path", list(sys.path))  # the script prepends the root
-        defined = set(flags.FLAGS)
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        verbosity = absl_logging.get_verbosity()
         capsys.readouterr()
-        try:
-            runpy.run_path(f"scripts/{script}.py", run_name="__main__")
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        finally:
-            # The script's own flags (and its config's `--config.*` fields); flags a
-            # library defined on first import (grain's) stay, as they would in a process.
-            own = set(flags.FLAGS.flags_by_module_dict().get(sys.argv[0], ()))
-            own = {f.name for f in own}
-            for name in set(flags.FLAGS) - defined:
-                if name.split(".")[0] in own:
-                    delattr(flags.FLAGS, name)
-            root.handlers[:] = handlers
-            root.setLevel(level)
-            absl_logging.set_verbosity(verbosity)
+        code = run_script_here(script, *args)
         out, err = capsys.readouterr()
         return code, out, err
 
