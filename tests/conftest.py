@@ -3,13 +3,17 @@ shared data directory so the tiny embedded datasets are generated once per sessi
 one XLA compilation cache per test worker so a program compiled by one test (the tiny
 configs' train and eval steps) is not compiled again by the next."""
 
+import contextlib
+import io
 import logging
 import os
 import re
 import runpy
 import shutil
+import subprocess
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 # Must run before anything imports jax.
@@ -103,6 +107,29 @@ def run_script(capsys):
         return code, out, err
 
     return run
+
+
+def _python_in_process(command, *, cwd, stdout, stderr, text):
+    """`subprocess.run([python, "scripts/x.py", *args], ...)` as crossjax.reproduce calls
+    it, run in this process (`run_script_here`): the same command line, exit code, stdout
+    and log, without importing JAX again for every training run."""
+    interpreter, script, *args = command
+    assert interpreter == sys.executable and Path(cwd) == ROOT and stdout == subprocess.PIPE
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(stderr):
+        code = run_script_here(Path(script).stem, *args)
+    return subprocess.CompletedProcess(command, code, out.getvalue())
+
+
+@pytest.fixture
+def commands_in_process(monkeypatch):
+    """The training and evaluation commands of crossjax.reproduce (scripts/reproduce.py,
+    scripts/few_labels.py) run in this process for the test; a script run in a real
+    subprocess still starts real ones."""
+    from crossjax import reproduce
+
+    in_process = types.SimpleNamespace(run=_python_in_process, PIPE=subprocess.PIPE)
+    monkeypatch.setattr(reproduce, "subprocess", in_process)
 
 
 # The test files that take longest, slowest first (measured per file on 2 cores). They

@@ -1,12 +1,9 @@
 """scripts/reproduce.py end to end on tiny idx fixtures (the rows' `:tiny` twins), and the
 pieces of crossjax.reproduce: row selection, checkpoint choice, merging, the table."""
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +11,6 @@ import pytest
 
 from crossjax import reproduce
 from crossjax.errors import ConfigError
-from tests.conftest import run_script_here
 from tests.test_av_digits import write_sources
 from tests.test_real_data import _idx
 
@@ -43,32 +39,17 @@ def _reproduce(tmp_path, *flags):
     )  # fmt: skip
 
 
-def _python_in_process(command, *, cwd, stdout, stderr, text):
-    """`subprocess.run([python, "scripts/x.py", *args], ...)` as reproduce calls it, run in
-    this process (`run_script_here`): the same command line, exit code, stdout and log,
-    without importing JAX again for every training run."""
-    interpreter, script, *args = command
-    assert interpreter == sys.executable and Path(cwd) == ROOT and stdout == subprocess.PIPE
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(stderr):
-        code = run_script_here(Path(script).stem, *args)
-    return subprocess.CompletedProcess(command, code, out.getvalue())
-
-
-def test_reproduce_runs_rows_records_failures_and_merges(tmp_path, run_script, monkeypatch):
+def test_reproduce_runs_rows_records_failures_and_merges(tmp_path, run_script, commands_in_process):
     """One pass over three rows (the judge, the VAE, and the audio-visual MVAE judged by
     the first), scripts/reproduce.py and its training runs in this process; then a failing
     rerun of one row, in real processes, keeps the others."""
     mnist = write_mnist_idx(tmp_path / "mnist")
     _, fsdd = write_sources(tmp_path / "av")
-    in_process = types.SimpleNamespace(run=_python_in_process, PIPE=subprocess.PIPE)
-    with monkeypatch.context() as patch:
-        patch.setattr(reproduce, "subprocess", in_process)
-        code, _, err = run_script(
-            "reproduce", f"--workdir_root={tmp_path / 'runs'}", f"--out={tmp_path / 'results'}",
-            "--rows=av_digits_mvae:tiny,mnist_vae:tiny,mnist_cnn:tiny", f"--mnist={mnist}",
-            f"--fsdd={fsdd}",
-        )  # fmt: skip
+    code, _, err = run_script(
+        "reproduce", f"--workdir_root={tmp_path / 'runs'}", f"--out={tmp_path / 'results'}",
+        "--rows=av_digits_mvae:tiny,mnist_vae:tiny,mnist_cnn:tiny", f"--mnist={mnist}",
+        f"--fsdd={fsdd}",
+    )  # fmt: skip
     assert code == 0, err[-3000:]
     rows = json.loads((tmp_path / "results" / "reproductions.json").read_text())
     names = ["mnist_cnn:tiny", "mnist_vae:tiny", "av_digits_mvae:tiny"]
