@@ -132,33 +132,36 @@ def commands_in_process(monkeypatch):
     monkeypatch.setattr(reproduce, "subprocess", in_process)
 
 
-# The test files that take longest, slowest first (measured per file on 2 cores). They
-# run first, and the rest (new files too) in name order after them, so that with
-# `-n 2 --dist loadfile --no-loadscope-reorder` (`make test`) no long file starts last
-# and leaves one worker running alone at the end.
+# The test files that take longest, slowest first (measured per file on 2 cores, then
+# re-ranked by the durations of a whole `make test` run). They run first, and the rest
+# (new files too) in name order after them, so that with `-n 2 --dist loadfile
+# --no-loadscope-reorder` (`make test`) no long file starts last and leaves one worker
+# running alone at the end.
 SLOWEST_FILES = (
-    "test_reproduce.py",
+    "test_training_modes.py",
     "test_multimodal_vae.py",
+    "test_reproduce.py",
     "test_loss_contract.py",
-    "test_rnn.py",
-    "test_vae.py",
     "test_train.py",
+    "test_modality_encoders.py",
+    "test_av_digits.py",
+    "test_rnn.py",
     "test_label_modality.py",
     "test_scaling.py",
-    "test_contrastive.py",
-    "test_batch_stats.py",
-    "test_training_modes.py",
-    "test_few_labels.py",
-    "test_consistency.py",
-    "test_modality_encoders.py",
-    "test_reruns.py",
-    "test_multiprocess.py",
+    "test_vae.py",
     "test_cli.py",
+    "test_multiprocess.py",
     "test_fusion_zoo.py",
     "test_benchmark.py",
-    "test_bad_inputs.py",
+    "test_batch_stats.py",
+    "test_contrastive.py",
+    "test_consistency.py",
+    "test_few_labels.py",
+    "test_m2.py",
+    "test_reruns.py",
     "test_files_recipes.py",
     "test_real_data.py",
+    "test_bad_inputs.py",
     "test_conv.py",
     "test_pretrained.py",
     "test_tokenizers.py",
