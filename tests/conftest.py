@@ -3,13 +3,17 @@ shared data directory so the tiny embedded datasets are generated once per sessi
 one XLA compilation cache per test worker so a program compiled by one test (the tiny
 configs' train and eval steps) is not compiled again by the next."""
 
+import contextlib
+import io
 import logging
 import os
 import re
 import runpy
 import shutil
+import subprocess
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 # Must run before anything imports jax.
@@ -54,74 +58,110 @@ def _quiet_tfds():
     tfds.disable_progress_bar()
 
 
-@pytest.fixture
-def run_script(monkeypatch, capsys):
-    """Runs `python scripts/<name>.py *args` from the repository root in this process and
-    returns (exit code, stdout, stderr): the script's flag parsing, `cli.run` and exit
-    code, without a new interpreter importing JAX again (seconds per call). The flags the
-    script defines and the logging set-up of absl are undone afterwards, so scripts run one
-    after another."""
+def run_script_here(script: str, *args: str) -> int:
+    """Runs `python scripts/<script>.py *args` from the repository root in this process and
+    returns its exit code: the script's flag parsing, `cli.run` and exit code, without a
+    new interpreter importing JAX again (seconds per call). The working directory,
+    `sys.argv`, `sys.path`, the flags the script defines and the logging set-up of absl are
+    undone afterwards, so scripts run one after another (or one inside another, as
+    scripts/reproduce.py runs scripts/train.py). Output goes to sys.stdout/sys.stderr."""
     from absl import flags
     from absl import logging as absl_logging
 
+    cwd, argv, path = os.getcwd(), sys.argv, list(sys.path)
+    os.chdir(ROOT)
+    sys.argv = [f"scripts/{script}.py", *args]
+    defined = set(flags.FLAGS)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    verbosity = absl_logging.get_verbosity()
+    try:
+        runpy.run_path(f"scripts/{script}.py", run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        # The script's own flags (and its config's `--config.*` fields); flags a library
+        # defined on first import (grain's) stay, as they would in a process.
+        own = set(flags.FLAGS.flags_by_module_dict().get(sys.argv[0], ()))
+        own = {f.name for f in own}
+        for name in set(flags.FLAGS) - defined:
+            if name.split(".")[0] in own:
+                delattr(flags.FLAGS, name)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        absl_logging.set_verbosity(verbosity)
+        os.chdir(cwd)
+        sys.argv, sys.path[:] = argv, path  # the script prepends the root
+    return code
+
+
+@pytest.fixture
+def run_script(capsys):
+    """`run_script_here` returning (exit code, stdout, stderr)."""
+
     def run(script: str, *args: str) -> tuple[int, str, str]:
-        monkeypatch.chdir(ROOT)
-        monkeypatch.setattr(sys, "argv", [f"scripts/{script}.py", *args])
-        monkeypatch.setattr(sys, "path", list(sys.path))  # the script prepends the root
-        defined = set(flags.FLAGS)
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        verbosity = absl_logging.get_verbosity()
         capsys.readouterr()
-        try:
-            runpy.run_path(f"scripts/{script}.py", run_name="__main__")
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        finally:
-            # The script's own flags (and its config's `--config.*` fields); flags a
-            # library defined on first import (grain's) stay, as they would in a process.
-            own = set(flags.FLAGS.flags_by_module_dict().get(sys.argv[0], ()))
-            own = {f.name for f in own}
-            for name in set(flags.FLAGS) - defined:
-                if name.split(".")[0] in own:
-                    delattr(flags.FLAGS, name)
-            root.handlers[:] = handlers
-            root.setLevel(level)
-            absl_logging.set_verbosity(verbosity)
+        code = run_script_here(script, *args)
         out, err = capsys.readouterr()
         return code, out, err
 
     return run
 
 
-# The test files that take longest, slowest first (measured per file on 2 cores). They
-# run first, and the rest (new files too) in name order after them, so that with
-# `-n 2 --dist loadfile --no-loadscope-reorder` (`make test`) no long file starts last
-# and leaves one worker running alone at the end.
+def _python_in_process(command, *, cwd, stdout, stderr, text):
+    """`subprocess.run([python, "scripts/x.py", *args], ...)` as crossjax.reproduce calls
+    it, run in this process (`run_script_here`): the same command line, exit code, stdout
+    and log, without importing JAX again for every training run."""
+    interpreter, script, *args = command
+    assert interpreter == sys.executable and Path(cwd) == ROOT and stdout == subprocess.PIPE
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(stderr):
+        code = run_script_here(Path(script).stem, *args)
+    return subprocess.CompletedProcess(command, code, out.getvalue())
+
+
+@pytest.fixture
+def commands_in_process(monkeypatch):
+    """The training and evaluation commands of crossjax.reproduce (scripts/reproduce.py,
+    scripts/few_labels.py) run in this process for the test; a script run in a real
+    subprocess still starts real ones."""
+    from crossjax import reproduce
+
+    in_process = types.SimpleNamespace(run=_python_in_process, PIPE=subprocess.PIPE)
+    monkeypatch.setattr(reproduce, "subprocess", in_process)
+
+
+# The test files that take longest, slowest first (measured per file on 2 cores, then
+# re-ranked by the durations of a whole `make test` run). They run first, and the rest
+# (new files too) in name order after them, so that with `-n 2 --dist loadfile
+# --no-loadscope-reorder` (`make test`) no long file starts last and leaves one worker
+# running alone at the end.
 SLOWEST_FILES = (
-    "test_reproduce.py",
+    "test_training_modes.py",
     "test_multimodal_vae.py",
+    "test_reproduce.py",
     "test_loss_contract.py",
-    "test_rnn.py",
-    "test_vae.py",
     "test_train.py",
+    "test_modality_encoders.py",
+    "test_av_digits.py",
+    "test_rnn.py",
     "test_label_modality.py",
     "test_scaling.py",
-    "test_contrastive.py",
-    "test_batch_stats.py",
-    "test_training_modes.py",
-    "test_few_labels.py",
-    "test_consistency.py",
-    "test_modality_encoders.py",
-    "test_reruns.py",
-    "test_multiprocess.py",
+    "test_vae.py",
     "test_cli.py",
+    "test_multiprocess.py",
     "test_fusion_zoo.py",
     "test_benchmark.py",
-    "test_bad_inputs.py",
+    "test_batch_stats.py",
+    "test_contrastive.py",
+    "test_consistency.py",
+    "test_few_labels.py",
+    "test_m2.py",
+    "test_reruns.py",
     "test_files_recipes.py",
     "test_real_data.py",
+    "test_bad_inputs.py",
     "test_conv.py",
     "test_pretrained.py",
     "test_tokenizers.py",

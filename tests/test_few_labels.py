@@ -3,9 +3,6 @@ rerun that skips it and one that reads the finished run back), and the pieces of
 crossjax.few_labels: methods, sweep points, the table with the published figures."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,22 +10,17 @@ from crossjax import few_labels
 from crossjax.errors import ConfigError
 from tests.test_reproduce import write_mnist_idx
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _sweep(tmp_path, *flags):
-    return subprocess.run(
-        [sys.executable, "scripts/few_labels.py", f"--workdir_root={tmp_path / 'runs'}",
-         f"--out={tmp_path / 'results'}", *flags],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-
-
-def test_sweep_trains_writes_json_table_curve_and_skips_finished_points(tmp_path):
+def test_sweep_trains_writes_json_table_curve_and_skips_finished_points(
+    tmp_path, run_script, commands_in_process
+):
+    """scripts/few_labels.py and its training command run in this process (real processes:
+    tests/test_reproduce.py's failing rerun, through the same reproduce.run_row)."""
     mnist = write_mnist_idx(tmp_path / "mnist")
-    flags = ("--methods=mnist/fixmatch:tiny", "--num_labels=20", f"--mnist={mnist}")
-    done = _sweep(tmp_path, *flags)
-    assert done.returncode == 0, done.stderr[-3000:]
+    flags = (f"--workdir_root={tmp_path / 'runs'}", f"--out={tmp_path / 'results'}",
+             "--methods=mnist/fixmatch:tiny", "--num_labels=20", f"--mnist={mnist}")  # fmt: skip
+    code, _, err = run_script("few_labels", *flags)
+    assert code == 0, err[-3000:]
     results = tmp_path / "results"
     (row,) = json.loads((results / "few_labels.json").read_text())
     assert row["dataset"] == "mnist" and row["method"] == "fixmatch:tiny"
@@ -40,13 +32,13 @@ def test_sweep_trains_writes_json_table_curve_and_skips_finished_points(tmp_path
     table = (results / "few_labels.md").read_text()
     assert "| mnist | fixmatch:tiny | 20 |" in table and row["command"] in table
     # Rerun: the point is in the results, so nothing trains.
-    again = _sweep(tmp_path, *flags)
-    assert again.returncode == 0 and "skipped" in again.stdout
+    code, out, _ = run_script("few_labels", *flags)
+    assert code == 0 and "skipped" in out
     assert json.loads((results / "few_labels.json").read_text()) == [row]
     # Results lost, runs kept: the finished run is read back, not trained again.
     (results / "few_labels.json").unlink()
-    reread = _sweep(tmp_path, *flags)
-    assert reread.returncode == 0 and "finished before" in reread.stdout
+    code, out, _ = run_script("few_labels", *flags)
+    assert code == 0 and "finished before" in out
     reread_row = json.loads((results / "few_labels.json").read_text())[0]
     assert reread_row["test_error"] == row["test_error"]
     assert reread_row["wall_s"] == row["wall_s"]  # the training time, not the reading time

@@ -1,4 +1,5 @@
-"""Two processes on localhost (4 fake CPU devices each) train like one process with 8."""
+"""Two processes on localhost (4 fake CPU devices each) train like one process with 8 (the
+test session's own devices)."""
 
 import json
 import os
@@ -36,7 +37,7 @@ def _last_json(text: str) -> dict:
     return json.loads(text.strip().splitlines()[-1])
 
 
-def test_two_processes_match_one_process_with_eight_devices(tmp_path):
+def test_two_processes_match_one_process_with_eight_devices(tmp_path, run_script):
     port = _free_port()
     procs = [
         subprocess.Popen(
@@ -69,16 +70,10 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
     first, second = (_last_json(out) for out, _ in outputs)
     assert first == second  # both processes see the same global evaluation
 
-    single = subprocess.run(
-        [sys.executable, "scripts/train.py", *ARGS, f"--workdir={tmp_path / 'single'}"],
-        cwd=ROOT,
-        env=_env(8),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
-    reference = _last_json(single.stdout)
+    # The one-process reference runs in this process: the test session's 8 fake devices.
+    code, out, err = run_script("train", *ARGS, f"--workdir={tmp_path / 'single'}")
+    assert code == 0, err[-3000:]
+    reference = _last_json(out)
     assert abs(first["loss"] - reference["loss"]) < 1e-5
     assert first["accuracy"] == reference["accuracy"]
 

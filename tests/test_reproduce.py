@@ -39,16 +39,18 @@ def _reproduce(tmp_path, *flags):
     )  # fmt: skip
 
 
-def test_reproduce_runs_rows_records_failures_and_merges(tmp_path):
+def test_reproduce_runs_rows_records_failures_and_merges(tmp_path, run_script, commands_in_process):
     """One pass over three rows (the judge, the VAE, and the audio-visual MVAE judged by
-    the first); then a failing rerun of one row keeps the others."""
+    the first), scripts/reproduce.py and its training runs in this process; then a failing
+    rerun of one row, in real processes, keeps the others."""
     mnist = write_mnist_idx(tmp_path / "mnist")
     _, fsdd = write_sources(tmp_path / "av")
-    done = _reproduce(
-        tmp_path, "--rows=av_digits_mvae:tiny,mnist_vae:tiny,mnist_cnn:tiny",
-        f"--mnist={mnist}", f"--fsdd={fsdd}",
+    code, _, err = run_script(
+        "reproduce", f"--workdir_root={tmp_path / 'runs'}", f"--out={tmp_path / 'results'}",
+        "--rows=av_digits_mvae:tiny,mnist_vae:tiny,mnist_cnn:tiny", f"--mnist={mnist}",
+        f"--fsdd={fsdd}",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert code == 0, err[-3000:]
     rows = json.loads((tmp_path / "results" / "reproductions.json").read_text())
     names = ["mnist_cnn:tiny", "mnist_vae:tiny", "av_digits_mvae:tiny"]
     assert [r["name"] for r in rows] == names  # judge first
