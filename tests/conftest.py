@@ -146,6 +146,7 @@ SLOWEST_FILES = (
     "test_modality_encoders.py",
     "test_av_digits.py",
     "test_rnn.py",
+    "test_startup.py",
     "test_label_modality.py",
     "test_scaling.py",
     "test_vae.py",
