@@ -2,7 +2,7 @@
 and optimizer.
 
     pip install -e '.[pretrained]'   # torch 2.13 CPU, open_clip_torch (the two-tower twin)
-    python benchmarks/compare_torch.py --json results/torch_compare.json [--rounds 5]
+    python benchmarks/compare_torch.py --json results/torch_compare/run1.json [--rounds 5]
 
 Each model trains on one fixed random batch with Adam (1e-3) on this machine's CPU:
 - `vae`: the MLP VAE (784-512-20, Bernoulli), batch 128 of 28x28x1;
