@@ -50,6 +50,16 @@ def _synthetic(batch: dict[str, np.ndarray], spec, seed: int = 0) -> dict[str, n
     return out
 
 
+def _experiment(config: ml_collections.ConfigDict, workdir: str | Path):
+    """(experiment, data, mesh) of `config`, its data opened with `workdir` for the
+    vocabulary (created if missing): the set-up every measurement here shares."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = make_mesh(config)
+    data = open_data(config, workdir)
+    return Experiment(config, data, mesh), data, mesh
+
+
 def benchmark(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
@@ -60,11 +70,7 @@ def benchmark(
     input_batches: int = 50,
 ) -> dict[str, float | bool | str]:
     """Times the jitted train step of `config`; returns the figures as a flat dict."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    mesh = make_mesh(config)
-    data = open_data(config, workdir)
-    exp = Experiment(config, data, mesh)
+    exp, data, mesh = _experiment(config, workdir)
     it = data.train_iterator()
     first = next(it)
     host_batches = (
@@ -129,10 +135,7 @@ def bare_loop_steps_per_s(
     gathered on the devices from device-resident arrays), 8 of them fetched up front and
     cycled. The reference for the trainer's overhead: no iterator, logging,
     checkpointing or progress bar."""
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    mesh = make_mesh(config)
-    data = open_data(config, Path(workdir))
-    exp = Experiment(config, data, mesh)
+    exp, data, mesh = _experiment(config, workdir)
     it = data.global_train_batches(mesh)
     batches = [next(it) for _ in range(8)]
     state, acc = exp.init(), exp.empty_train_metrics()
@@ -189,11 +192,7 @@ def compile_seconds(config: ml_collections.ConfigDict, workdir: str | Path) -> d
     from crossjax.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache("")
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    mesh = make_mesh(config)
-    data = open_data(config, workdir)
-    exp = Experiment(config, data, mesh)
+    exp, data, mesh = _experiment(config, workdir)
     state = exp.abstract_state()
     acc = exp.empty_train_metrics()
     eval_batch = sharding.to_global(next(iter(data.eval_batches(split="validation"))), mesh)

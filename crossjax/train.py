@@ -783,6 +783,18 @@ def _run(
     total = config.num_train_steps
     acc = exp.empty_train_metrics()
     eval_metrics: dict[str, float] | None = None
+
+    def validate() -> dict[str, float]:
+        """The validation pass of the current state and step (periodic and final)."""
+        return exp.evaluate(
+            state.params,
+            split="validation",
+            step=step,
+            writer=writer,
+            workdir=workdir,
+            model_state=state.model_state,
+        )
+
     bar = tqdm(
         total=total,
         initial=start,
@@ -820,14 +832,7 @@ def _run(
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
             acc = exp.empty_train_metrics()
         if is_eval:
-            eval_metrics = exp.evaluate(
-                state.params,
-                split="validation",
-                step=step,
-                writer=writer,
-                workdir=workdir,
-                model_state=state.model_state,
-            )
+            eval_metrics = validate()
             writer.write_scalars(step, "validation", eval_metrics)
         if (ckpts.should_save(step) and step < total) or preempted:  # the last save follows eval
             save(step, eval_metrics if is_eval else None, force=preempted)
@@ -845,14 +850,7 @@ def _run(
     # The trained state is kept even when the final evaluation fails (the pre-flight
     # check makes that rare): then the final checkpoint is saved without metrics.
     try:
-        validation = exp.evaluate(
-            state.params,
-            split="validation",
-            step=step,
-            writer=writer,
-            workdir=workdir,
-            model_state=state.model_state,
-        )
+        validation = validate()
     except BaseException:
         save_final(None)
         raise
