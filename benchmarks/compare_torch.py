@@ -43,6 +43,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from crossjax import sharding  # noqa: E402
+from crossjax.benchmark import cpu_info  # noqa: E402
 from crossjax.config import base_config  # noqa: E402
 from crossjax.data.spec import DataSpec  # noqa: E402
 from crossjax.train import Experiment  # noqa: E402
@@ -350,6 +351,7 @@ def main() -> None:
         "torch_version": torch.__version__,
         "jax_version": jax.__version__,
         "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_info(),
         "cnn_kwargs": cnn_kwargs,
     }
     results.update(compare(tuple(args.models), args.rounds, args.seconds, cnn_kwargs, modes))

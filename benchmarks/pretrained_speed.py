@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import open_clip  # noqa: E402
 import torch  # noqa: E402
 
+from crossjax.benchmark import cpu_info  # noqa: E402
 from crossjax.models import pretrained  # noqa: E402
 from crossjax.models.clip_towers import CLIPVisionTransformer  # noqa: E402
 
@@ -76,6 +77,7 @@ def main() -> None:
             "load_average": os.getloadavg(),
             "jax": jax.__version__,
             "torch": torch.__version__,
+            "cpu": cpu_info(),
         }
     }
     for batch in args.batch:

@@ -8,6 +8,7 @@ pipeline is timed on its own and compared with the step rate.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -17,8 +18,33 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+import crossjax
 from crossjax import sharding
 from crossjax.train import Experiment, make_mesh, open_data
+
+
+def cpu_info() -> dict:
+    """This machine's CPU as benchmarks record it: vendor, model name, CPU count, whether
+    it has AVX-512 and AMX, and the XLA:CPU setting crossjax chose for it (speed ratios
+    differ between CPUs of the same cloud instance type; see crossjax/__init__.py)."""
+    info = {
+        "vendor": crossjax.cpu_vendor(),
+        "cpus": os.cpu_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            info["model"] = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            info["avx512f"], info["amx_bf16"] = "avx512f" in flags, "amx_bf16" in flags
+            break
+    return info
 
 
 def measure_peak_flops(dtype=jnp.float32, size: int = 2048, repeats: int = 10) -> float:

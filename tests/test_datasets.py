@@ -345,3 +345,29 @@ def test_preparing_twice_gives_identical_examples(digits_records, shapes_records
         for split in ("train", "test"):
             for i in (0, 1, len(records[split]) - 1):
                 _assert_records_equal(records[split][i], again[split][i])
+
+
+def test_processes_sharing_a_data_dir_prepare_it_once(digits_records, tmp_path):
+    # Test workers (and the processes of one host) share the default data_dir: whoever comes
+    # second waits for the first one's lock instead of racing TFDS's temporary folder.
+    import threading
+
+    from crossjax.data.tfds_source import load_split_sources
+
+    results, errors = [], []
+
+    def load():
+        try:
+            sources, _ = load_split_sources("crossjax_digits/tiny", str(tmp_path), ["test"])
+            results.append(sources["test"][0])
+        except Exception as e:  # noqa: BLE001 - reported by the assert below
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for record in results:
+        _assert_records_equal(record, digits_records["test"][0])

@@ -57,6 +57,7 @@ from crossjax.data.imaging import (
     fit_image_array,
     image_header,
 )
+from crossjax.data.tfds_source import preparing
 from crossjax.errors import ConfigError, CrossjaxError
 
 log = logging.getLogger(__name__)
@@ -333,29 +334,35 @@ def load_files_sources(data_config, data_dir: str, splits: list[str]):
     name = converted_name(options, table)
     source = f"{options['format']} source {options['path']}"
     directory = Path(data_dir) / DATASET_NAME / name / FILES_VERSION
-    if (directory / "dataset_info.json").exists():
-        builder = tfds.builder_from_directory(str(directory))
-    else:
-        table.splits  # noqa: B018 - checks the rows and splits them (before any decoding)
-        mode, image_shape = options["image_mode"] or table.default_mode, None
-        if "image" in table.columns:
-            own = source_image_shape(table, source)
-            size, mode = tuple(options["image_size"]) or own[:2], options["image_mode"] or own[2]
-            log_image_fit(source, own, (*size, mode))
-            image_shape = (int(size[0]), int(size[1]), channels_of(mode))
-        builder = CrossjaxFiles(
-            config=FilesConfig(
-                name=name,
-                description=f"Converted from {source} by crossjax.data.files.",
-                table=table,
-                image_shape=image_shape,
-                image_mode=mode,
-                sample_rate=_first_sample_rate(table, source) if "audio" in table.columns else None,
-            ),
-            data_dir=data_dir,
-            file_format="array_record",
-        )
-        _convert(builder, table, source)
+    with preparing(data_dir, f"{DATASET_NAME}/{name}"):  # once per data_dir
+        if (directory / "dataset_info.json").exists():
+            builder = tfds.builder_from_directory(str(directory))
+        else:
+            table.splits  # noqa: B018 - checks the rows and splits them (before any decoding)
+            mode, image_shape = options["image_mode"] or table.default_mode, None
+            if "image" in table.columns:
+                own = source_image_shape(table, source)
+                size, mode = (
+                    tuple(options["image_size"]) or own[:2],
+                    options["image_mode"] or own[2],
+                )
+                log_image_fit(source, own, (*size, mode))
+                image_shape = (int(size[0]), int(size[1]), channels_of(mode))
+            builder = CrossjaxFiles(
+                config=FilesConfig(
+                    name=name,
+                    description=f"Converted from {source} by crossjax.data.files.",
+                    table=table,
+                    image_shape=image_shape,
+                    image_mode=mode,
+                    sample_rate=_first_sample_rate(table, source)
+                    if "audio" in table.columns
+                    else None,
+                ),
+                data_dir=data_dir,
+                file_format="array_record",
+            )
+            _convert(builder, table, source)
     available = list(builder.info.splits.keys())
     result = {}
     for split in splits:

@@ -7,11 +7,13 @@ TensorFlow for a catalog set that needs it, no network) becomes one-line errors.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 from pathlib import Path
 
+import filelock
 import tensorflow_datasets as tfds
 
 from crossjax.data import catalog
@@ -72,6 +74,22 @@ def _make_builder(name: str, data_dir: str, builder_config=None):
         raise ConfigError(f"bad dataset name {name!r}: {e}") from None
 
 
+def preparing(data_dir: str | os.PathLike, name: str) -> contextlib.AbstractContextManager:
+    """A lock on dataset `name` in `data_dir`, held from the check whether it is prepared
+    until it is: processes that share a data_dir (test workers, the processes of one host)
+    then prepare it once and the others read it (TFDS alone races: FileExistsError on
+    its temporary folder, or a builder made before the files existed sees no splits).
+    No lock where data_dir cannot be written (a read-only copy of prepared datasets)."""
+    folder = Path(data_dir) / ".locks"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = folder / f"{name.replace('/', '--')}.lock"
+        lock.touch(exist_ok=True)
+    except PermissionError:  # a read-only copy of prepared datasets: nothing to write
+        return contextlib.nullcontext()
+    return filelock.FileLock(str(lock))
+
+
 def load_split_sources(name: str, data_dir: str | None, splits: list[str], builder_config=None):
     """Random-access sources for `splits` of TFDS dataset `name` and its DatasetInfo.
     `builder_config`: a custom BuilderConfig of embedded builder `name` (e.g. a pairing of
@@ -83,13 +101,13 @@ def load_split_sources(name: str, data_dir: str | None, splits: list[str], build
     """
     catalog.import_builder_module(name)
     data_dir = data_dir or default_data_dir()
-    builder = _make_builder(name, data_dir, builder_config)
     try:
-        Path(data_dir).mkdir(parents=True, exist_ok=True)
-        if not isinstance(builder, tfds.core.read_only_builder.ReadOnlyBuilder):
-            if catalog.base_name(name) in EMBEDDED_BUILDERS and not _is_prepared(builder):
-                log.info("Generating %s into %s (once; later runs reuse it)", name, data_dir)
-            builder.download_and_prepare()
+        with preparing(data_dir, name):
+            builder = _make_builder(name, data_dir, builder_config)
+            if not isinstance(builder, tfds.core.read_only_builder.ReadOnlyBuilder):
+                if catalog.base_name(name) in EMBEDDED_BUILDERS and not _is_prepared(builder):
+                    log.info("Generating %s into %s (once; later runs reuse it)", name, data_dir)
+                builder.download_and_prepare()
     except ModuleNotFoundError as e:  # mnist & co. decode their downloads with tf.io
         if _is_missing_tensorflow(e):
             raise _needs_tf_error(name, "preparing dataset") from None
