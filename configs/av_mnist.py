@@ -22,6 +22,8 @@ keep their label, 10 per digit; a quarter of every batch is labelled: the classi
 train on those alone, the supervised-only baseline; the VAEs add the label as a fourth
 modality and classify by inferring it from the others, e.g. `:mopoe_labels`), `weak`
 (only 10% of the training pairs stay paired, the rest become single-modality examples),
+`align` (MoPoE / MMVAE: configs/digits_mvae.py's contrastive alignment of the unimodal
+posteriors, on the examples that have both modalities; the MVAE always has it),
 `tiny` (a few steps on the pairing of the first 300 digits, judged by
 coherence/mnist_cnn_tiny). E.g. `:mopoe_missing`.
 
@@ -62,7 +64,7 @@ VAES = {
 # with coherence) stays under 10 minutes on a 2-core CPU (timings and the 2,000-step
 # probe: results/config_choices.md).
 VAE_STEPS = {"mvae": 1200, "mopoe": 1200, "mmvae": 1200}
-FLAGS = ("tiny", "missing", "labels", "weak", "fixmatch")
+FLAGS = ("tiny", "missing", "labels", "weak", "align", "fixmatch")
 NUM_LABELS = {False: 100, True: 20}  # `labels`: full / tiny (a few examples per digit)
 LABEL_WEIGHT = 50.0  # the label's NLL (~2.3 nats) against the image's hundreds (not tuned)
 PAIRED_FRACTION = 0.1  # `weak`
@@ -97,6 +99,11 @@ def split_variant(variant: str | None) -> tuple[str, list[str]]:
             "classifier model (e.g. image_fixmatch); it and cotrain already train on 100 labels "
             "(without the labels flag)"
         )
+    if "align" in flags and model not in VAES:
+        raise ConfigError(
+            f"config variant {variant!r} of configs/av_mnist.py: the flag align goes with a "
+            f"multimodal VAE ({', '.join(VAES)}), e.g. mopoe_weak_align"
+        )
     return model, flags
 
 
@@ -119,9 +126,11 @@ def vae_config(model: str, flags: list[str]) -> ml_collections.ConfigDict:
     posterior, loss, kwargs, fields = VAES[model]
     config = multimodal_vae_config(
         posterior, loss, kwargs, "_".join(flags) or None, dataset=DATASET,
-        modalities=MODALITIES, model_fields=fields, extra_flags=("labels", "weak"),
+        modalities=MODALITIES, model_fields=fields, extra_flags=("labels", "weak", "align"),
     )  # fmt: skip
-    if model == "mvae":  # as configs/digits_mvae.py: the contrastive term aligns the experts
+    # As configs/digits_mvae.py: the contrastive term aligns the experts (MVAE always;
+    # `align` adds it to MoPoE / MMVAE, on the examples that have both modalities of a pair).
+    if model == "mvae" or "align" in flags:
         config.losses = (*config.losses, ALIGNMENT)
     if "tiny" not in flags:
         config.num_train_steps = VAE_STEPS[model]
