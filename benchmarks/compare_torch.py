@@ -255,6 +255,11 @@ def crossjax_runner(name: str, batch: dict, model_kwargs: dict | None = None):
         jax.block_until_ready(a)
         state["state"], state["acc"] = s, a
 
+    def compiled_text() -> str:
+        """The compiled train step's HLO (benchmarks/profile_step.py names ops from it)."""
+        return exp.train_step.lower(state["state"], batch, state["acc"]).compile().as_text()
+
+    run.compiled_text = compiled_text
     return run
 
 
