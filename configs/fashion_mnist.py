@@ -24,9 +24,10 @@ chosen; test is read once at the end). Measured under a load average of 8 on 2 c
 1.02 s a step, beside 0.19 s for configs/mnist_cnn.py:fashion, whose recorded
 reproduction run logged 0.054-0.06 s a step, so about 0.31 s on its cores: 18 minutes
 plus evaluation. Width 32 with a
-stride-2 stem measured 2.5 s and width 32 at stride 1 6.5 s under that load. No
-augmentation: in 8 passes the model does not overfit much, and shifted or flipped copies
-would slow the fit the budget allows.
+stride-2 stem measured 2.5 s and width 32 at stride 1 6.5 s under that load.
+Augmented (`data.augment`, drawn in the train step): shifts of up to 2 pixels and
+left-right flips. Without them it overfits (training accuracy 0.998 against 0.926 on
+validation at the end) and reached 0.9292 on test.
 `resnet18_tiny`: the same recipe at width 4 for a few steps (tests).
 """
 
@@ -53,6 +54,7 @@ def resnet18(config: ml_collections.ConfigDict, *, tiny: bool) -> None:
     config.optimizer.learning_rate = 0.1
     config.optimizer.schedule = "cosine"
     config.optimizer.grad_clip_norm = 0.0
+    config.data.augment = {"image": {"max_shift": 2, "flip": True}}
     if tiny:
         config.model.encoder_kwargs["image"]["stage_sizes"] = (1, 1)  # compiles in seconds
         return

@@ -7,14 +7,16 @@ pipeline (which yields one clean view per example).
 
 - images (B, H, W, C) in [0, 1]: one affine warp per example (integer translation by up
   to `max_shift` pixels; the strong view adds rotation, scale and shear), then cutout
-  (a square set to 0, the digits' background) and contrast/brightness. Never a flip: a
-  mirrored digit is another symbol (or none).
+  (a square set to 0, the digits' background), contrast/brightness, and a left-right flip
+  only where asked (`flip`; FixMatch's views never flip: a mirrored digit is another
+  symbol, or none).
 - audio (B, T) waveforms or (B, F, T) spectrograms: time shift (zero-filled, not
   wrapped), gain in dB, additive Gaussian noise relative to the example's RMS, a time
   mask; a frequency mask only for spectrograms (a waveform has no frequency axis).
 
 Settings that are all zero give the input back exactly. `augment_batch` applies a
-setting to every augmentable modality of a batch (other keys unchanged).
+setting to every augmentable modality of a batch (other keys unchanged). The trainer
+applies `data.augment` to every training batch this way (crossjax.train).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class ImageAugment:
     contrast / brightness: pixels scaled about the image mean by a factor in
       [1 - contrast, 1 + contrast], then shifted by [-brightness, brightness]; clipped
       to [0, 1] only when either is set.
+    flip: mirror left-right with probability 1/2 (clothes, scenes; never for digits or
+      text).
     """
 
     max_shift: int = 0
@@ -50,6 +54,7 @@ class ImageAugment:
     cutout: int = 0
     contrast: float = 0.0
     brightness: float = 0.0
+    flip: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +126,8 @@ def _augment_one_image(key: jax.Array, image: jax.Array, s: ImageAugment) -> jax
         factor = 1.0 + _uniform(k_con, s.contrast)
         mean = jnp.mean(out)
         out = jnp.clip((out - mean) * factor + mean + _uniform(k_bri, s.brightness), 0.0, 1.0)
+    if s.flip:  # its own key: the draws above stay those of the settings without flip
+        out = jnp.where(jax.random.bernoulli(jax.random.fold_in(key, 7)), out[:, ::-1], out)
     return out.astype(image.dtype)
 
 

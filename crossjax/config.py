@@ -127,6 +127,10 @@ def base_config() -> ml_collections.ConfigDict:
             # batch_size - paired_batch_size incomplete ones. None, or every example
             # complete: a plain shuffle.
             "paired_batch_size": None,
+            # Training-time augmentation, drawn per example inside the jitted train step
+            # (crossjax.augment): None, "weak", "strong", or {modality: {setting: value}},
+            # e.g. {"image": {"max_shift": 2, "flip": True}}. Evaluation sees clean data.
+            "augment": None,
             "cache": "auto",  # keep preprocessed splits in memory: auto (if small) | always | never
             "cache_max_mb": 2048,  # the size limit of cache="auto"
             "device_cache": True,  # keep a cached training split on the devices (1 process)

@@ -26,7 +26,7 @@ import optax
 from tqdm import tqdm
 
 import crossjax
-from crossjax import param_groups, sharding
+from crossjax import augment, param_groups, sharding
 from crossjax.checkpoint import Checkpoints, WorkdirLock, restore_experiment_state
 from crossjax.compilation_cache import enable_compilation_cache
 from crossjax.config import config_to_dict, validate_config
@@ -129,6 +129,30 @@ def make_mesh(config: ml_collections.ConfigDict):
     return sharding.make_mesh(config.get("num_devices", 0) or None, config.get("model_parallel", 1))
 
 
+# The training augmentation's key: the step's key folded with this (the model's and the
+# loss's keys are split from the step's key, so the streams are independent).
+AUGMENT_STREAM = 0x61756720
+
+
+def training_augmentation(setting, spec) -> dict | None:
+    """`data.augment` as {modality: settings} (None: no augmentation); ConfigError for an
+    unknown strength, setting or a modality the dataset does not have."""
+    if setting is None or setting == {}:
+        return None
+    try:
+        settings = augment.resolve_settings(setting)
+    except ConfigError as e:
+        raise ConfigError(f"data.augment: {e}") from None
+    if not isinstance(setting, str):
+        missing = sorted(set(settings) - set(spec.modalities))
+        if missing:
+            raise ConfigError(
+                f"data.augment names {missing[0]!r}, which this dataset does not have; its "
+                f"modalities: {', '.join(spec.modalities)}"
+            )
+    return {m: v for m, v in settings.items() if m in spec.modalities} or None
+
+
 def _rngs(seed: int, step: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
     """Model rng streams and a loss rng for `step`: one key folded with the step."""
     key = jax.random.fold_in(jax.random.key(seed), step)
@@ -150,6 +174,7 @@ class Experiment:
         self.seed = config.seed
         self.num_classes = data.spec.num_classes
         self.grad_accum = config.get("grad_accum_steps", 1)
+        self.augment = training_augmentation(config.data.get("augment"), data.spec)
         # Traced once: the shardings, the restore target and the checks all read it.
         self._state_shapes = jax.eval_shape(self._init)
         self.state_sharding = sharding.state_shardings(
@@ -405,6 +430,11 @@ class Experiment:
         return loss / k, jax.tree.map(lambda m: m / k, metrics), grads, new_state
 
     def _train_step(self, state: TrainState, batch, acc):
+        if self.augment:  # data.augment: a fresh draw per example and step
+            key = jax.random.fold_in(jax.random.key(self.seed), state.step)
+            batch = augment.augment_batch(
+                jax.random.fold_in(key, AUGMENT_STREAM), batch, self.augment
+            )
         # The model state's update happens here, in the forward pass, not in the optimizer;
         # frozen towers (optimizer.frozen) keep their statistics too.
         loss, metrics, grads, model_state = self._grads_and_state(

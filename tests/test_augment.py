@@ -1,5 +1,6 @@
 """crossjax.augment: shapes, determinism per key, identity settings, per-example draws."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,11 +87,82 @@ def test_time_shift_zero_fills_instead_of_wrapping():
 def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="unknown augmentation 'medium'"):
         aug.resolve_settings("medium")
-    with pytest.raises(ConfigError, match="no setting 'flip'"):
-        aug.resolve_settings({"image": {"flip": True}})
+    with pytest.raises(ConfigError, match="no setting 'mirror'"):
+        aug.resolve_settings({"image": {"mirror": True}})
     with pytest.raises(ConfigError, match="cannot augment modality 'text'"):
         aug.resolve_settings({"text": {}})
     with pytest.raises(ConfigError, match="waveforms"):
         aug.augment_audio(KEY, jnp.zeros((3,)), aug.AudioAugment())
     custom = aug.resolve_settings({"image": {"max_shift": 1}})
     assert custom == {"image": aug.ImageAugment(max_shift=1)}
+
+
+def test_flip_mirrors_about_half_and_keeps_the_other_draws():
+    shifted = aug.ImageAugment(max_shift=2)
+    flipped = aug.ImageAugment(max_shift=2, flip=True)
+    images = jax.random.uniform(jax.random.key(3), (32, 8, 8, 1))
+    plain = np.asarray(aug.augment_image(KEY, images, shifted))
+    out = np.asarray(aug.augment_image(KEY, images, flipped))
+    mirrored = [np.array_equal(o, p[:, ::-1]) for o, p in zip(out, plain, strict=True)]
+    kept = [np.array_equal(o, p) for o, p in zip(out, plain, strict=True)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True))  # the same shift each
+    assert 8 <= sum(mirrored) <= 24  # about half of 32
+
+
+def _tiny_experiment(augment_setting):
+    from configs import digits_image
+    from crossjax import train as train_lib
+    from crossjax.data.pipeline import DataPipeline
+
+    config = digits_image.get_config("tiny")
+    config.model.dropout = 0.0
+    config.data.augment = augment_setting
+    data = DataPipeline(config.data, batch_size=config.batch_size, seed=0, vocab_path=None)
+    return train_lib.Experiment(config, data, train_lib.make_mesh(config)), data
+
+
+def test_trainer_augments_training_batches_with_its_documented_key():
+    from crossjax import train as train_lib
+
+    setting = {"image": {"max_shift": 1, "flip": True}}
+    plain, data = _tiny_experiment(None)
+    augmented, _ = _tiny_experiment(setting)
+    batch = next(data.train_iterator())
+    initial = jax.device_get(plain.init().params)
+    want, got, clean = plain.init(), augmented.init(), plain.init()
+    metrics = [e.empty_train_metrics() for e in (plain, augmented, plain)]
+    for step in range(2):  # the first step's learning rate is 0 (warm-up)
+        key = jax.random.fold_in(jax.random.key(plain.seed), step)
+        by_hand = aug.augment_batch(
+            jax.random.fold_in(key, train_lib.AUGMENT_STREAM), batch, setting
+        )
+        assert not np.allclose(by_hand["image"], batch["image"])
+        want, metrics[0] = plain.train_step(want, by_hand, metrics[0])
+        got, metrics[1] = augmented.train_step(got, batch, metrics[1])
+        clean, metrics[2] = plain.train_step(clean, batch, metrics[2])
+    chex.assert_trees_all_close(got.params, want.params, atol=1e-6)
+
+    def largest_difference(a, b):
+        return max(jax.tree.leaves(jax.tree.map(lambda x, y: float(jnp.max(jnp.abs(x - y))), a, b)))
+
+    assert largest_difference(got.params, initial) > 1e-4  # it trained
+    assert largest_difference(got.params, clean.params) > 1e-4  # on other images than these
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"audio": {"gain_db": 3.0}}, "data.augment names 'audio', which this dataset does not"),
+        ({"image": {"mirror": True}}, "data.augment: image augmentation has no setting 'mirror'"),
+        ("medium", "data.augment: unknown augmentation 'medium'"),
+    ],
+)
+def test_bad_training_augmentation_is_a_config_error(setting, message):
+    from crossjax.data.spec import DataSpec
+    from crossjax.train import training_augmentation
+
+    spec = DataSpec(modalities=("image", "text"), num_classes=10, image_shape=(8, 8, 1))
+    with pytest.raises(ConfigError, match=message):
+        training_augmentation(setting, spec)
+    assert training_augmentation(None, spec) is None
+    assert set(training_augmentation("weak", spec)) == {"image"}
