@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from crossjax.models.activations import gelu_exact
 from crossjax.models.encoders import IMAGE_ENCODERS, TEXT_ENCODERS
 
 _EMBED_INIT = nn.initializers.normal(stddev=0.02)
@@ -98,7 +99,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         y = nn.Dense(self.hidden, dtype=self.dtype, name="c_fc")(x)
-        y = quick_gelu(y) if self.quick_gelu else nn.gelu(y, approximate=False)
+        y = quick_gelu(y) if self.quick_gelu else gelu_exact(y)
         return nn.Dense(x.shape[-1], dtype=self.dtype, name="c_proj")(y)
 
 

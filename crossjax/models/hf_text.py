@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from crossjax.models.activations import gelu_exact
 from crossjax.models.clip_towers import check_text, multi_head_attention
 from crossjax.models.encoders import TEXT_ENCODERS
 
@@ -84,7 +85,7 @@ class _BertLayer(nn.Module):
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         x = _BertAttention(self.num_heads, self.dtype, name="attention")(x, mask)
         y = _Dense(self.intermediate, self.dtype, name="intermediate")(x)
-        return _DenseAddNorm(x.shape[-1], self.dtype, name="output")(nn.gelu(y, False), x)
+        return _DenseAddNorm(x.shape[-1], self.dtype, name="output")(gelu_exact(y), x)
 
 
 class _BertEmbeddings(nn.Module):
