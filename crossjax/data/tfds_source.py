@@ -79,7 +79,10 @@ def preparing(data_dir: str | os.PathLike, name: str) -> contextlib.AbstractCont
     until it is: processes that share a data_dir (test workers, the processes of one host)
     then prepare it once and the others read it (TFDS alone races: FileExistsError on
     its temporary folder, or a builder made before the files existed sees no splits).
-    No lock where data_dir cannot be written (a read-only copy of prepared datasets)."""
+    No lock where data_dir cannot be written (a read-only copy of prepared datasets) or
+    is not a local path."""
+    if "://" in str(data_dir):  # gs://, s3://: not a folder here; TFDS on its own
+        return contextlib.nullcontext()
     folder = Path(data_dir) / ".locks"
     try:
         folder.mkdir(parents=True, exist_ok=True)
