@@ -150,7 +150,13 @@ def training_augmentation(setting, spec) -> dict | None:
                 f"data.augment names {missing[0]!r}, which this dataset does not have; its "
                 f"modalities: {', '.join(spec.modalities)}"
             )
-    return {m: v for m, v in settings.items() if m in spec.modalities} or None
+    chosen = {m: v for m, v in settings.items() if m in spec.modalities}
+    if not chosen:
+        raise ConfigError(
+            f"data.augment={setting!r} augments images and audio; this dataset has neither "
+            f"(its modalities: {', '.join(spec.modalities)}); set data.augment=None"
+        )
+    return chosen
 
 
 def _rngs(seed: int, step: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:

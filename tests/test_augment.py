@@ -166,3 +166,5 @@ def test_bad_training_augmentation_is_a_config_error(setting, message):
         training_augmentation(setting, spec)
     assert training_augmentation(None, spec) is None
     assert set(training_augmentation("weak", spec)) == {"image"}
+    with pytest.raises(ConfigError, match="augments images and audio; this dataset has neither"):
+        training_augmentation("weak", DataSpec(modalities=("text",), num_classes=2))
