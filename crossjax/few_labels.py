@@ -85,6 +85,12 @@ METHODS: tuple[Method, ...] = (
         "av_mnist", "mopoe", "configs/av_mnist.py:mopoe", AV, metric=reproduce.COHERENCE,
         sweeps=PAIRED_FRACTION,
     ),
+    # Half of each batch complete examples and the experts aligned on them (the `weak`
+    # flag's batch make-up applies below paired fraction 1; at 1 every example is).
+    Method(
+        "av_mnist", "mopoe_align", "configs/av_mnist.py:mopoe_weak_align", AV,
+        metric=reproduce.COHERENCE, sweeps=PAIRED_FRACTION,
+    ),
 )  # fmt: skip
 
 
