@@ -43,6 +43,7 @@ def cpu_vendor() -> str:
 def _tune_xla_cpu() -> None:
     flags = _os.environ.get("XLA_FLAGS", "")
     tuning = _os.environ.get("CROSSJAX_XLA_CPU_TUNING", "auto").strip().lower() or "auto"
+    tuning = "auto" if tuning == "1" else tuning  # "1" (on) before "auto" existed
     if tuning not in XLA_CPU_TUNING_VALUES:
         raise ValueError(
             f"CROSSJAX_XLA_CPU_TUNING={tuning!r}; valid: auto (YNNPACK reductions off on AMD "

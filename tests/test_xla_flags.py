@@ -78,6 +78,17 @@ def test_skipped_for_an_unmeasured_jaxlib(env):
     assert os.environ["XLA_FLAGS"] == ""
 
 
+def test_one_means_auto(env):
+    env.setenv("CROSSJAX_XLA_CPU_TUNING", "1")
+    env.setattr(crossjax, "cpu_vendor", lambda: "GenuineIntel")
+    env.setenv("XLA_FLAGS", "")
+    crossjax._tune_xla_cpu()
+    assert os.environ["XLA_FLAGS"] == ""
+    env.setattr(crossjax, "cpu_vendor", lambda: "AuthenticAMD")
+    crossjax._tune_xla_cpu()
+    assert os.environ["XLA_FLAGS"] == crossjax.XLA_CPU_FLAGS
+
+
 def test_bad_setting_names_the_valid_ones(env):
     env.setenv("CROSSJAX_XLA_CPU_TUNING", "fast")
     with pytest.raises(ValueError, match="CROSSJAX_XLA_CPU_TUNING='fast'; valid: auto"):
