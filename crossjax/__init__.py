@@ -11,13 +11,13 @@ IMPORTED_AT = _time.perf_counter()
 __version__ = "0.1.0"
 
 # XLA:CPU in jaxlib 0.10 hands reductions (a loss value, a bias gradient) to its
-# experimental YNNPACK fusions. Whether that is faster depends on the CPU, measured with
-# benchmarks/xla_cpu_tuning.py (whole training steps, both settings, alternating):
+# experimental YNNPACK fusions. Whether that is faster depends on the CPU (whole
+# training steps, both settings; benchmarks/xla_cpu_tuning.py measures a machine):
 # - on AMD EPYC (2 cores) a YNNPACK sum cost up to ~1 ms, more than the rest of a small
 #   step: the MLP VAE ran 300 -> 419 steps/s and the CNN 26.9 -> 38.0 with them off;
 # - on Intel Xeon with AVX-512 (2 cores) XLA's own reduction loops are the slow ones (a
-#   bias gradient of the two tower took 3 ms): with YNNPACK's the CNN runs 1.3x and the
-#   transformer two tower 1.5x faster, the VAE 1.1x.
+#   bias gradient of the two tower took 3 ms): with YNNPACK's the CNN runs 1.2x, the
+#   transformer two tower 1.6x and the captioner 1.1x faster; the VAE 4 % slower.
 # So by default ("auto") crossjax turns them off on AMD CPUs only and keeps XLA's default
 # elsewhere. CROSSJAX_XLA_CPU_TUNING=off always turns them off, =0 never touches XLA_FLAGS.
 # XLA_FLAGS is read when JAX first creates its backends, so this must run before anything
