@@ -66,8 +66,10 @@ def profile(name: str, steps: int, top: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         with jax.profiler.trace(folder, create_perfetto_trace=True):
             run(steps)
-        trace = glob.glob(f"{folder}/**/*.trace.json.gz", recursive=True)[0]
-        events = json.load(gzip.open(trace))
+        traces = glob.glob(f"{folder}/**/*.trace.json.gz", recursive=True)
+        if not traces:
+            sys.exit("profile_step: jax.profiler wrote no Perfetto trace; is it supported here?")
+        events = json.load(gzip.open(traces[0]))
     events = events["traceEvents"] if isinstance(events, dict) else events
     by_op: collections.Counter = collections.Counter()
     for e in events:

@@ -77,3 +77,21 @@ def test_suite_runs_the_bf16_transformer_two_tower_and_tabulates(tmp_path):
         assert set(KEYS) <= set(row) and 0 < row["mfu"] < 1
     lines = suite.table(rows).splitlines()
     assert len(lines) == 2 + len(rows) and lines[2].startswith("| `shapes_clip:transformer_tiny` |")
+
+
+def test_profile_step_names_ops_by_kind_and_model_code():
+    from benchmarks.profile_step import kind, op_sources
+
+    hlo = """
+  %add_reduce_fusion.7 = f32[512]{0} fusion(%p0, %p1), kind=kLoop, calls=%fused_computation.514, metadata={op_name="jit(_train_step)/transpose(jvp(TwoTower))/mlp/c_fc/reduce_sum" stack_frame_id=144}
+  ROOT %tuple.3 = (f32[]) tuple(%x), metadata={op_name="jit(_train_step)/pjit"}
+  %param.1 = f32[4]{0} parameter(0)
+"""
+    sources = op_sources(hlo)
+    assert sources == {
+        "add_reduce_fusion.7": "transpose(jvp(TwoTower))/mlp/c_fc/reduce_sum",
+        "tuple.3": "pjit",
+    }
+    assert kind("add_reduce_fusion.7") == "add_reduce_fusion"
+    assert kind("ynn_fusion") == "ynn_fusion"
+    assert kind("exponential_log-plus-one_fusion.1") == "exponential_log-plus-one_fusion"
