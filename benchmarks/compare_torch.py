@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import write_json  # noqa: E402
 from crossjax import sharding  # noqa: E402
 from crossjax.benchmark import cpu_info  # noqa: E402
 from crossjax.config import base_config  # noqa: E402
@@ -371,8 +371,7 @@ def main() -> None:
             flush=True,
         )
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import write_json  # noqa: E402
 from crossjax.benchmark import compile_seconds  # noqa: E402
 from crossjax.config import load_config_file  # noqa: E402
 
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = table(rows)
     print(markdown)
     if args.json:
-        Path(args.json).write_text(json.dumps({"load_average": load, "rows": rows}, indent=2))
+        write_json(args.json, {"load_average": load, "rows": rows})
     if args.markdown:
         Path(args.markdown).write_text(markdown + "\n")
     return 0

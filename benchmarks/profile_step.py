@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
+from benchmarks import write_json  # noqa: E402
 from benchmarks.compare_torch import BENCHES, crossjax_runner, make_batch  # noqa: E402
 from crossjax.benchmark import cpu_info  # noqa: E402
 
@@ -107,8 +108,7 @@ def main() -> None:
         for o in r["ops"]:
             print(f"  {o['ms']:7.2f} ms  {o['op']:<28} {o['source'][:90]}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ variants: a smoke test whose figures mean nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import write_json  # noqa: E402
 from crossjax.benchmark import benchmark  # noqa: E402
 from crossjax.config import load_config_file  # noqa: E402
 
@@ -80,8 +80,7 @@ def main() -> None:
     rows = run_suite(steps=args.steps, tiny=args.tiny, workdir=args.workdir)
     print(table(rows))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

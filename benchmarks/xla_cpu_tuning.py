@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    from benchmarks import write_json
     from crossjax.benchmark import cpu_info
 
     if args.child:
@@ -103,8 +104,7 @@ def main() -> None:
     )
     print(f"geometric mean off/on {gmean:.2f}: faster with them {results['faster']}; {advice}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":
