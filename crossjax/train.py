@@ -820,11 +820,12 @@ def _run(
     acc = exp.empty_train_metrics()
     eval_metrics: dict[str, float] | None = None
 
-    def validate() -> dict[str, float]:
-        """The validation pass of the current state and step (periodic and final)."""
+    def evaluate(split: str = "validation") -> dict[str, float]:
+        """An evaluation pass of the current state and step: validation (periodic and
+        final) or, once at the end, test."""
         return exp.evaluate(
             state.params,
-            split="validation",
+            split=split,
             step=step,
             writer=writer,
             workdir=workdir,
@@ -868,7 +869,7 @@ def _run(
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
             acc = exp.empty_train_metrics()
         if is_eval:
-            eval_metrics = validate()
+            eval_metrics = evaluate()
             writer.write_scalars(step, "validation", eval_metrics)
         if (ckpts.should_save(step) and step < total) or preempted:  # the last save follows eval
             save(step, eval_metrics if is_eval else None, force=preempted)
@@ -886,21 +887,14 @@ def _run(
     # The trained state is kept even when the final evaluation fails (the pre-flight
     # check makes that rare): then the final checkpoint is saved without metrics.
     try:
-        validation = validate()
+        validation = evaluate()
     except BaseException:
         save_final(None)
         raise
     writer.write_scalars(step, "validation", validation)
     save_final(validation)  # ranked on validation, like every checkpoint before it
     # The test split is read once, here, after training and checkpoint selection.
-    test = exp.evaluate(
-        state.params,
-        split="test",
-        step=step,
-        writer=writer,
-        workdir=workdir,
-        model_state=state.model_state,
-    )
+    test = evaluate("test")
     writer.write_scalars(step, "test", test)
     return {"validation": validation, "test": test}
 
