@@ -39,6 +39,7 @@ from crossjax.config import variant_flags
 
 RESNET_WIDTH = 16
 RESNET_STEPS = 3500
+RESNET_WEIGHT_DECAY = 5e-4  # L2, as torch's SGD applies it (the ResNet papers' 1e-4..5e-4)
 
 
 def resnet18(config: ml_collections.ConfigDict, *, tiny: bool) -> None:
@@ -55,6 +56,7 @@ def resnet18(config: ml_collections.ConfigDict, *, tiny: bool) -> None:
     config.optimizer.learning_rate = 0.1
     config.optimizer.schedule = "cosine"
     config.optimizer.grad_clip_norm = 0.0
+    config.optimizer.weight_decay = RESNET_WEIGHT_DECAY
     config.data.augment = {"image": {"max_shift": 2, "flip": True}}
     if tiny:
         config.model.encoder_kwargs["image"]["stage_sizes"] = (1, 1)  # compiles in seconds

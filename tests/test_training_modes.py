@@ -109,7 +109,7 @@ def test_layer_decay_scales_each_parameters_learning_rate():
         "enc": {"embed": jnp.ones(2), "layers_0": jnp.ones(2), "layers_1": jnp.ones(2)},
         "head": jnp.ones(2),
     }
-    tx = _optimizer(name="sgd", b1=0.0, learning_rate=0.1, layer_decay=0.5)
+    tx = _optimizer(name="sgd", b1=0.0, learning_rate=0.1, weight_decay=0.0, layer_decay=0.5)
     grads = jax.tree.map(jnp.ones_like, params)
     state = tx.init(params)
     for _ in range(2):  # step 0 of the schedule has learning rate 0
@@ -118,12 +118,30 @@ def test_layer_decay_scales_each_parameters_learning_rate():
     want = {"enc/embed": 0.125, "enc/layers_0": 0.25, "enc/layers_1": 0.5, "head": 1.0}
     assert got == pytest.approx({k: -0.1 * v for k, v in want.items()})
     # With a frozen tower: it gets nothing; the others keep their factors.
-    tx = _optimizer(name="sgd", b1=0.0, learning_rate=0.1, layer_decay=0.5, frozen=("head",))
+    tx = _optimizer(
+        name="sgd", b1=0.0, learning_rate=0.1, weight_decay=0.0, layer_decay=0.5, frozen=("head",)
+    )
     state = tx.init(params)
     for _ in range(2):
         updates, state = tx.update(grads, state, params)
     got = {k: float(v[0]) for k, v in _flat(updates).items()}
     assert got == pytest.approx({**{k: -0.1 * v for k, v in want.items()}, "head": 0.0})
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_sgd_and_adam_apply_weight_decay_as_an_l2_gradient_term(name):
+    """torch.optim.SGD/Adam(weight_decay=wd): the step sees grad + wd * param."""
+    params = {"w": jnp.array([2.0, -1.0])}
+    grads = {"w": jnp.array([0.5, 0.25])}
+    decayed = _optimizer(name=name, b1=0.9, learning_rate=0.1, weight_decay=0.01)
+    plain = _optimizer(name=name, b1=0.9, learning_rate=0.1, weight_decay=0.0)
+    l2_grads = {"w": grads["w"] + 0.01 * params["w"]}
+    got, want = decayed.init(params), plain.init(params)
+    for _ in range(3):
+        updates, got = decayed.update(grads, got, params)
+        reference, want = plain.update(l2_grads, want, params)
+    np.testing.assert_allclose(updates["w"], reference["w"], rtol=1e-6)
+    assert float(jnp.abs(updates["w"]).sum()) > 0  # past the schedule's zero first step
 
 
 # -- frozen parameters -------------------------------------------------------------------------
