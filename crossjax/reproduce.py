@@ -412,9 +412,11 @@ def run_rows(
     data_paths: Mapping[str, str],
     workdir_root: str | Path,
     echo: Callable[[str], None] = print,
+    *,
+    reuse: bool = False,
 ) -> list[dict[str, Any]]:
     """`run_row` for each row in order; a failed row does not stop the others."""
-    return [run_row(row, seeds, data_paths, workdir_root, echo) for row in rows]
+    return [run_row(row, seeds, data_paths, workdir_root, echo, reuse=reuse) for row in rows]
 
 
 def dry_run_commands(

@@ -2,12 +2,14 @@
 
     python scripts/reproduce.py [--rows mnist_cnn,mnist_vae] [--seeds 0,1,2] \
         [--mnist DIR] [--fashion_mnist DIR] [--fsdd DIR] \
-        [--workdir_root runs/reproduce] [--out results] [--dry_run]
+        [--workdir_root runs/reproduce] [--out results] [--reuse] [--dry_run]
 
 Each row is one or more `python scripts/train.py ...` commands (printed as it runs, and
 recorded in the results); a data flag left empty reads the TFDS catalog by name
 (`mnist`, `fashion_mnist`, `spoken_digit`). Writes OUT/reproductions.json and
-OUT/reproductions.md, merging into rows already there. Rows: crossjax/reproduce.py
+OUT/reproductions.md, merging into rows already there. With --reuse, a run whose workdir
+already holds its final validation and test records is read, not trained again (a sweep
+resumed after a stop, or seeds added to a row). Rows: crossjax/reproduce.py
 (`ROWS`; every row also has a `:tiny` twin of a few steps). Exit code 1 when a row
 failed (the others still ran).
 """
@@ -34,6 +36,9 @@ _FSDD = flags.DEFINE_string(
 )
 _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "runs/reproduce", "Where the runs go.")
 _OUT = flags.DEFINE_string("out", "results", "Folder of reproductions.json and .md.")
+_REUSE = flags.DEFINE_bool(
+    "reuse", False, "Read finished runs in their workdirs instead of training them again."
+)
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the training commands; run nothing.")
 
 
@@ -53,7 +58,7 @@ def main(argv: list[str]) -> int:
         for command in reproduce.dry_run_commands(rows, seeds, paths, _WORKDIR_ROOT.value):
             print(command)
         return 0
-    results = reproduce.run_rows(rows, seeds, paths, _WORKDIR_ROOT.value)
+    results = reproduce.run_rows(rows, seeds, paths, _WORKDIR_ROOT.value, reuse=_REUSE.value)
     reproduce.write_results(results, _OUT.value)
     print(f"wrote {Path(_OUT.value) / 'reproductions.json'} and reproductions.md")
     return 1 if any(r["status"] != "ok" for r in results) else 0

@@ -74,6 +74,19 @@ def test_reproduce_runs_rows_records_failures_and_merges(tmp_path, run_script, c
     table = (tmp_path / "results" / "reproductions.md").read_text()
     assert "| mnist_cnn:tiny |" in table and "iwae_nll" in table
 
+    # --reuse reads the finished run instead of training it again: same figures, same files.
+    metrics = sorted((tmp_path / "runs").glob("mnist_cnn*seed0/metrics.jsonl"))
+    assert len(metrics) == 1
+    before = metrics[0].stat().st_mtime_ns
+    code, out, err = run_script(
+        "reproduce", f"--workdir_root={tmp_path / 'runs'}", f"--out={tmp_path / 'results'}",
+        "--rows=mnist_cnn:tiny", f"--mnist={mnist}", "--reuse",
+    )  # fmt: skip
+    assert code == 0, err[-3000:]
+    assert "finished before, reading" in out and metrics[0].stat().st_mtime_ns == before
+    again = json.loads((tmp_path / "results" / "reproductions.json").read_text())
+    assert next(r for r in again if r["name"] == "mnist_cnn:tiny")["test"] == cnn["test"]
+
     # A failing row is recorded with its log; the rows already there are kept.
     done = _reproduce(tmp_path, "--rows=mnist_vae:tiny", f"--mnist={tmp_path / 'nowhere'}")
     assert done.returncode == 1
