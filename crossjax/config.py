@@ -177,6 +177,7 @@ def base_config() -> ml_collections.ConfigDict:
             "warmup_steps": 100,
             "b1": 0.9,
             "b2": 0.999,
+            # adamw: decoupled; adam and sgd: wd * param added to the gradient (torch's).
             "weight_decay": 1e-4,
             "grad_clip_norm": 1.0,  # 0 disables clipping
             # Parameter path prefixes or tower names that never change, e.g.
