@@ -31,12 +31,18 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CROSSJAX_DATA_DIR", tempfile.mkdtemp(prefix="crossjax-test-data-"))
 # Compiling dominates the suite's time; the cache starts empty each session (a fresh clone's
-# `make test` pays every first compilation) and subprocesses of the tests inherit it. One
-# folder per xdist worker: JAX writes entries without a lock, so two workers sharing one
-# could read an entry the other is half-way through writing.
-_worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-_XLA_CACHE = tempfile.mkdtemp(prefix=f"crossjax-test-xla-{_worker}-")
+# `make test` pays every first compilation). One folder for the session, made by the
+# process that starts pytest: its xdist workers and the tests' subprocesses inherit it,
+# so a program one worker compiled is loaded by the other. A size bound makes JAX lock the
+# folder (filelock) for every read and write, as crossjax.compilation_cache does for runs,
+# so no worker reads an entry the other is half-way through writing.
+_SESSION_CACHE = "CROSSJAX_TEST_XLA_CACHE"
+_OWNS_CACHE = _SESSION_CACHE not in os.environ
+if _OWNS_CACHE:
+    os.environ[_SESSION_CACHE] = tempfile.mkdtemp(prefix="crossjax-test-xla-")
+_XLA_CACHE = os.environ[_SESSION_CACHE]
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(4 * 2**30)
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
@@ -134,7 +140,7 @@ def commands_in_process(monkeypatch):
 
 # The test files that take longest, slowest first (measured per file on 2 cores, then
 # re-ranked by the durations of a whole `make test` run). They run first, and the rest
-# (new files too) in name order after them, so that with `-n 2 --dist loadfile
+# (new files too) in name order after them, so that with `-n 3 --dist loadfile
 # --no-loadscope-reorder` (`make test`) no long file starts last and leaves one worker
 # running alone at the end.
 SLOWEST_FILES = (
@@ -175,4 +181,5 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(_XLA_CACHE, ignore_errors=True)
+    if _OWNS_CACHE:
+        shutil.rmtree(_XLA_CACHE, ignore_errors=True)
