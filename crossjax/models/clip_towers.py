@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from crossjax.models.activations import gelu_exact
 from crossjax.models.encoders import IMAGE_ENCODERS, TEXT_ENCODERS
+from crossjax.models.transformer import PatchEmbed
 
 _EMBED_INIT = nn.initializers.normal(stddev=0.02)
 
@@ -166,17 +167,9 @@ class CLIPVisionTransformer(nn.Module):
     def __call__(self, image: jax.Array, *, train: bool = False) -> jax.Array:
         chex.assert_rank(image, 4)
         p = self.patch_size
-        x = nn.Conv(
-            self.width,
-            (p, p),
-            strides=(p, p),
-            padding="VALID",
-            use_bias=False,
-            dtype=self.dtype,
-            name="conv1",
-        )(image.astype(self.dtype))
+        # Row-major patches, as torch's conv1 then flatten(2).
+        x = PatchEmbed(self.width, p, use_bias=False, dtype=self.dtype, name="conv1")(image)
         b = x.shape[0]
-        x = x.reshape(b, -1, self.width)  # row-major patches, as torch's flatten(2)
         cls = self.param("class_embedding", _EMBED_INIT, (self.width,))
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, self.width)), x], 1)
         pos = self.param("positional_embedding", _EMBED_INIT, (x.shape[1], self.width))

@@ -31,6 +31,7 @@ from crossjax.models.clip_towers import (
     multi_head_attention,
 )
 from crossjax.models.encoders import IMAGE_ENCODERS, TEXT_ENCODERS
+from crossjax.models.transformer import PatchEmbed
 
 _EPS = 1e-6
 
@@ -139,11 +140,7 @@ class _VisionEmbeddings(nn.Module):
     @nn.compact
     def __call__(self, image: jax.Array) -> jax.Array:
         p = self.patch_size
-        x = nn.Conv(
-            self.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-            name="patch_embedding",
-        )(image)  # fmt: skip
-        x = x.reshape(x.shape[0], -1, self.width)
+        x = PatchEmbed(self.width, p, dtype=self.dtype, name="patch_embedding")(image)
         positions = nn.Embed(x.shape[1], self.width, dtype=self.dtype, name="position_embedding")
         return x + positions(jnp.arange(x.shape[1]))
 
