@@ -7,6 +7,7 @@ import os
 import types
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -33,6 +34,7 @@ from crossjax.models import build_model
 from crossjax.models.encoders import IMAGE_ENCODERS
 from crossjax.models.transformer import (
     TEXT_ENCODERS,
+    PatchEmbed,
     TransformerTextEncoder,
     ViTImageEncoder,
     patchify,
@@ -237,6 +239,21 @@ def test_patchify_is_row_major_patches():
     patches = patchify(image, 2)
     chex.assert_shape(patches, (2, 4, 4))
     np.testing.assert_array_equal(patches[0, 1], image[0, 0:2, 2:4, 0].reshape(-1))
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_patch_embed_is_the_stride_p_convolution_with_its_parameters(use_bias):
+    """Same parameter names, shapes and initial values as nn.Conv's, and the same outputs
+    (row-major patches, as torch's conv then flatten(2))."""
+    image = jax.random.normal(jax.random.key(1), (2, 12, 8, 3))
+    conv = nn.Conv(5, (4, 4), strides=(4, 4), padding="VALID", use_bias=use_bias)
+    embed = PatchEmbed(5, 4, use_bias=use_bias)
+    variables = embed.init(jax.random.key(0), image)
+    conv_variables = conv.init(jax.random.key(0), image)
+    chex.assert_trees_all_equal(variables, conv_variables)
+    variables = jax.tree.map(lambda x: x + 0.1, variables)  # a non-zero bias too
+    want = conv.apply(variables, image).reshape(2, 6, 5)
+    np.testing.assert_allclose(embed.apply(variables, image), want, atol=1e-5)
 
 
 @pytest.mark.parametrize("pool", ["mean", "cls"])
