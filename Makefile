@@ -23,8 +23,7 @@ demo: $(STAMP)
 # Test files run in parallel (each file on one worker, so module fixtures are built once),
 # the slowest first (tests/conftest.py orders them; xdist's own reorder would undo it).
 # One worker more than the cores (at most 8): a worker waiting on a subprocess, a checkpoint
-# write or a sleep leaves its core to the others. On 2 cores: 7 min 38 s with 3 workers,
-# 9 min 4 s with 2.
+# write or a sleep leaves its core to the others (3 workers beat 2 on 2 cores: README).
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 8 ? n + 1 : 8 )))
 
 test: $(STAMP)
