@@ -88,17 +88,16 @@ def build_optimizer(config: ml_collections.ConfigDict, num_train_steps: int):
         raise CrossjaxError(f"optimizer.schedule={opt.schedule!r}; valid: cosine, constant")
     if opt.name == "adamw":
         core = optax.adamw(lr, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
-    elif opt.name in ("adam", "sgd"):
-        # weight_decay as torch.optim's Adam and SGD apply it: wd * param added to the
-        # gradient before the moments (an L2 penalty); adamw's is decoupled from them.
-        if opt.name == "adam":
-            core = optax.adam(lr, b1=opt.b1, b2=opt.b2)
-        else:
-            core = optax.sgd(lr, momentum=opt.b1)
-        if opt.weight_decay:
-            core = optax.chain(optax.add_decayed_weights(opt.weight_decay), core)
+    elif opt.name == "adam":
+        core = optax.adam(lr, b1=opt.b1, b2=opt.b2)
+    elif opt.name == "sgd":
+        core = optax.sgd(lr, momentum=opt.b1)
     else:
         raise CrossjaxError(f"optimizer.name={opt.name!r}; valid: adam, adamw, sgd")
+    if opt.name != "adamw" and opt.weight_decay:
+        # As torch.optim's Adam and SGD apply it: wd * param added to the gradient before
+        # the moments (an L2 penalty); adamw's is decoupled from them.
+        core = optax.chain(optax.add_decayed_weights(opt.weight_decay), core)
     parts = [optax.clip_by_global_norm(opt.grad_clip_norm)] if opt.grad_clip_norm else []
     parts.append(core)
     if opt.get("layer_decay", 1.0) != 1.0:

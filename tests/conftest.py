@@ -42,6 +42,7 @@ if _OWNS_CACHE:
     os.environ[_SESSION_CACHE] = tempfile.mkdtemp(prefix="crossjax-test-xla-")
 _XLA_CACHE = os.environ[_SESSION_CACHE]
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+# crossjax.compilation_cache.MAX_BYTES (that module imports jax, which reads these at import).
 os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(4 * 2**30)
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
