@@ -58,6 +58,22 @@ def xla_flags(devices: int) -> str:
     return re.sub(r"device_count=\d+", f"device_count={devices}", flags)
 
 
+_JITTED_APPLY: dict[int, tuple] = {}
+
+
+def jit_apply(model):
+    """`model.apply` compiled as one program per model and keyword set (the keywords other
+    than `rngs` are static). A model run op by op compiles each of its operations as a
+    program of its own, a few hundred per test; this compiles it once. The model is kept
+    alive with its function, so its id is never reused."""
+    import jax
+
+    if id(model) not in _JITTED_APPLY:
+        static = ("train", "method", "sources", "targets", "sample", "beam_size", "mutable")
+        _JITTED_APPLY[id(model)] = (model, jax.jit(model.apply, static_argnames=static))
+    return _JITTED_APPLY[id(model)][1]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _quiet_tfds():
     import tensorflow_datasets as tfds

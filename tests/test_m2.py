@@ -87,11 +87,12 @@ def test_an_unlabelled_label_value_changes_no_m2_gradient():
         "image": jnp.asarray(rng.random((B, 4, 4, 1)), jnp.float32),
         "present/label": jnp.asarray([True, False, True, False, True]),
     }
-    params = model.init({"params": jax.random.key(0), "sample": jax.random.key(1)}, batch)
+    params = jax.jit(model.init)({"params": jax.random.key(0), "sample": jax.random.key(1)}, batch)
     loss = build_loss([("m2", 1.0, {"alpha": 3.0})])
 
+    @jax.jit  # one program for the three label sets
     def grads(labels):
-        b = {**batch, "label": jnp.asarray(labels, jnp.int32)}
+        b = {**batch, "label": labels}
 
         def total(p):
             outputs = model.apply(p, b, train=True, rngs={"sample": jax.random.key(2)})
@@ -99,9 +100,9 @@ def test_an_unlabelled_label_value_changes_no_m2_gradient():
 
         return jax.grad(total)(params)
 
-    base = grads([0, 1, 2, 0, 1])
-    hidden = grads([0, 2, 2, 1, 1])  # rows 1 and 3 are unlabelled
-    shown = grads([1, 1, 2, 0, 1])  # row 0 is labelled
+    base = grads(jnp.asarray([0, 1, 2, 0, 1]))
+    hidden = grads(jnp.asarray([0, 2, 2, 1, 1]))  # rows 1 and 3 are unlabelled
+    shown = grads(jnp.asarray([1, 1, 2, 0, 1]))  # row 0 is labelled
     for a, b in zip(jax.tree.leaves(hidden), jax.tree.leaves(base), strict=True):
         np.testing.assert_array_equal(a, b)
     assert any(

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import jit_apply
 from scipy.special import logsumexp
 
 from crossjax import train as train_lib
@@ -75,7 +76,6 @@ def make_batch(seed: int = 0, present: bool = True) -> dict:
     return jax.tree.map(jnp.asarray, batch)
 
 
-@functools.cache
 @functools.cache  # one initialisation per model for the module (params are read-only)
 def initialised(posterior: str, dreg: bool = False):
     model = build_model(model_config(posterior, dreg=dreg), SPEC)
@@ -160,7 +160,7 @@ def test_subsets_of_three_modalities():
 
 def test_mopoe_mixes_the_subsets_of_the_present_modalities():
     model, params = initialised("mopoe")
-    out = model.apply({"params": params}, make_batch(), rngs={"sample": jax.random.key(2)})
+    out = jit_apply(model)({"params": params}, make_batch(), rngs={"sample": jax.random.key(2)})
     # All present: 7 subsets; one missing: the 3 of the other two; one present: just it.
     assert list(out["subset/valid"].sum(-1)) == [7, 3, 3, 3, 1, 1]
     # Each subset's posterior is the PoE of its present members (here the full set of row
@@ -184,15 +184,16 @@ def test_absent_modalities_are_never_read(posterior):
             shape = (-1,) + (1,) * (batch[key].ndim - 1)
             other[key] = jnp.where(keep.reshape(shape), batch[key], other[key])
     rngs = {"sample": jax.random.key(3)}
-    a = model.apply({"params": params}, batch, rngs=rngs)
-    b = model.apply({"params": params}, other, rngs=rngs)
+    a = jit_apply(model)({"params": params}, batch, rngs=rngs)
+    b = jit_apply(model)({"params": params}, other, rngs=rngs)
     assert set(a) == set(b)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     for sources in (("text",), ("image", "audio")):
         gen = functools.partial(
-            model.apply, {"params": params}, sources=sources, targets=MODALITIES, method="generate"
-        )
+            jit_apply(model), {"params": params}, sources=sources, targets=MODALITIES,
+            method="generate",
+        )  # fmt: skip
         jax.tree.map(np.testing.assert_array_equal, gen(batch), gen(other))
 
 
@@ -202,7 +203,7 @@ def test_generate_reads_only_the_sources(posterior):
     batch = make_batch(0, present=False)
     other = dict(make_batch(1, present=False), text=batch["text"], text_mask=batch["text_mask"])
     gen = functools.partial(
-        model.apply, {"params": params}, sources=("text",), targets=("image", "text", "audio"),
+        jit_apply(model), {"params": params}, sources=("text",), targets=("image", "text", "audio"),
         method="generate",
     )  # fmt: skip
     out = gen(batch)
@@ -265,10 +266,10 @@ def test_losses_are_finite_and_differentiable_with_missing_modalities(posterior,
     assert all(np.isfinite(n) for n in jax.tree.leaves(norms))
     assert sum(jax.tree.leaves(norms)) > 0
     # Per example: example i's metrics equal those of a batch of one.
-    out = model.apply({"params": params}, batch, rngs={"sample": jax.random.key(5)})
-    whole = loss_fn(out, batch, ctx)[1]
-    single = jax.vmap(lambda o, b: loss_fn(jax.tree.map(lambda t: t[None], o),
-                                           jax.tree.map(lambda t: t[None], b), ctx)[1])(out, batch)  # fmt: skip
+    out = jit_apply(model)({"params": params}, batch, rngs={"sample": jax.random.key(5)})
+    whole = jax.jit(lambda o, b: loss_fn(o, b, ctx)[1])(out, batch)
+    single = jax.jit(jax.vmap(lambda o, b: loss_fn(jax.tree.map(lambda t: t[None], o),
+                                                   jax.tree.map(lambda t: t[None], b), ctx)[1]))(out, batch)  # fmt: skip
     for key in ("neg_elbo", "kl", "recon/text"):
         np.testing.assert_allclose(single[key][:, 0], whole[key], rtol=1e-5, err_msg=key)
 
@@ -276,9 +277,9 @@ def test_losses_are_finite_and_differentiable_with_missing_modalities(posterior,
 def test_missing_modalities_do_not_count_in_the_reconstruction_metrics():
     model, params = initialised("poe")
     batch = make_batch()
-    out = model.apply({"params": params}, batch, rngs={"sample": jax.random.key(5)})
+    out = jit_apply(model)({"params": params}, batch, rngs={"sample": jax.random.key(5)})
     ctx = LossContext(step=jnp.asarray(0), rng=jax.random.key(4))
-    per_example = LOSSES.get("mvae")(out, batch, ctx)[1]
+    per_example = jax.jit(lambda o, b: LOSSES.get("mvae")(o, b, ctx)[1])(out, batch)
     for m, rows in PRESENT.items():
         assert np.all((np.asarray(per_example[f"recon/{m}"]) > 0) == np.asarray(rows, bool)), m
 

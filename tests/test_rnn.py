@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import jit_apply
 
 from configs import digits_text_seq_ae, shapes_captioner
 from crossjax import train as train_lib
@@ -50,7 +51,7 @@ def toy_batch(b: int = 3) -> dict:
 
 
 def init(model, batch):
-    return model.init(jax.random.key(0), batch)
+    return jax.jit(model.init)(jax.random.key(0), batch)
 
 
 # --- encoders ---------------------------------------------------------------------------
@@ -64,14 +65,15 @@ def test_rnn_text_encoders_ignore_padded_positions(cell, bidirectional):
     )
     batch = toy_batch(4)
     text, mask = batch["text"], batch["text_mask"]
-    variables = encoder.init(jax.random.key(0), text, mask)
-    out = encoder.apply(variables, text, mask)
+    variables = jax.jit(encoder.init)(jax.random.key(0), text, mask)
+    apply = jit_apply(encoder)
+    out = apply(variables, text, mask)
     assert out.shape == (4, 4)
     garbage = jnp.where(mask, text, 11)  # other ids at every padded position
-    np.testing.assert_allclose(encoder.apply(variables, garbage, mask), out, atol=1e-6)
+    np.testing.assert_allclose(apply(variables, garbage, mask), out, atol=1e-6)
     # A real word does change the encoding, and the empty row encodes the zero state.
     changed = text.at[:, 0].set(jnp.where(text[:, 0] == 3, 4, 3))
-    assert not np.allclose(encoder.apply(variables, changed, mask)[:3], out[:3])
+    assert not np.allclose(apply(variables, changed, mask)[:3], out[:3])
     np.testing.assert_allclose(out[3], 0.0)
 
 
@@ -87,7 +89,7 @@ def test_two_tower_accepts_an_lstm_text_tower():
     )
     model = build_model(config, SPEC)
     batch = toy_batch()
-    assert model.apply(init(model, batch), batch)["emb/text"].shape == (3, 6)
+    assert jit_apply(model)(init(model, batch), batch)["emb/text"].shape == (3, 6)
 
 
 # --- models and decoding ------------------------------------------------------------------
@@ -98,11 +100,11 @@ def test_captioner_outputs_and_teacher_forcing_is_causal(cell, attention):
     model = build_model(captioner_config(cell=cell, attention=attention), SPEC)
     batch = toy_batch()
     variables = init(model, batch)
-    out = model.apply(variables, batch)
+    out = jit_apply(model)(variables, batch)
     assert out["token_logits"].shape == (3, 7, 12) and out["emb/image"].shape == (3, 8)
     # Changing word t changes only the predictions of positions > t.
     changed = dict(batch, text=batch["text"].at[:, 3].set(5))
-    other = model.apply(variables, changed)["token_logits"]
+    other = jit_apply(model)(variables, changed)["token_logits"]
     np.testing.assert_allclose(other[:, :4], out["token_logits"][:, :4], atol=1e-6)
 
 
@@ -148,10 +150,10 @@ def test_beam_width_one_is_greedy_and_scores_match_rescoring():
     np.testing.assert_array_equal(beam_ids, greedy_ids)
     np.testing.assert_allclose(beam_score, greedy_score, rtol=1e-6)
     ids, score = beam_search(step_fn, state, beam_size=4, max_len=7)
-    rescored = model.apply(variables, batch, ids, method="score")
+    rescored = jit_apply(model)(variables, batch, ids, method="score")
     np.testing.assert_allclose(rescored, score, rtol=1e-4, atol=1e-5)
     assert np.all(score >= greedy_score - 1e-5)  # holds here; not a guarantee in general
-    np.testing.assert_array_equal(model.apply(variables, batch, method="generate"), greedy_ids)
+    np.testing.assert_array_equal(jit_apply(model)(variables, batch, method="generate"), greedy_ids)
 
 
 def test_random_tables_beam_one_equals_greedy_and_ends_with_padding():
@@ -196,9 +198,9 @@ def test_seq_autoencoder_outputs():
     model = build_model(config, spec)
     batch = {k: v for k, v in toy_batch().items() if k != "image"}
     variables = init(model, batch)
-    out = model.apply(variables, batch)
+    out = jit_apply(model)(variables, batch)
     assert out["token_logits"].shape == (3, 7, 12) and out["z"].shape == (3, 5)
-    assert model.apply(variables, batch, method="generate", beam_size=2).shape == (3, 7)
+    assert jit_apply(model)(variables, batch, method="generate", beam_size=2).shape == (3, 7)
 
 
 @pytest.mark.parametrize(

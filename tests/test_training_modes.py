@@ -208,12 +208,12 @@ def test_two_tower_on_labelled_images_alone_keeps_its_text_tower():
     # has its text tower (for the prompts) and embeds the images alone.
     spec = DataSpec(modalities=("image",), vocab_size=64, max_text_len=12, image_shape=(32, 32, 3))
     model = build_model(clip_vit_b32.get_config("zeroshot_tiny").model, spec)
-    variables = model.init(jax.random.key(0), {"image": IMAGE})
+    variables = jax.jit(model.init)(jax.random.key(0), {"image": IMAGE})
     assert {"image_encoder", "text_encoder"} <= set(variables["params"])
-    outputs = model.apply(variables, {"image": IMAGE})
+    outputs = jax.jit(model.apply)(variables, {"image": IMAGE})
     assert "emb/text" not in outputs and outputs["emb/image"].shape == (1, 16)
-    prompts = model.apply(variables, TEXT, TEXT > 0, method="encode_text")
-    assert prompts.shape == (1, 16)
+    encode_text = jax.jit(lambda v, t: model.apply(v, t, t > 0, method="encode_text"))
+    assert encode_text(variables, TEXT).shape == (1, 16)
 
 
 def test_images_are_normalised_with_the_configs_mean_and_std():
