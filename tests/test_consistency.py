@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import jit_apply
 
 from crossjax import train as train_lib
 from crossjax.config import load_config_file
@@ -166,15 +167,15 @@ def test_modality_heads_average_the_present_heads():
     batch = jax.tree.map(jnp.asarray, dummy_batch(SPEC, 3))
     batch["image"] = jax.random.uniform(jax.random.key(0), (3, 8, 8, 1))
     batch["audio"] = jax.random.normal(jax.random.key(1), (3, 256))
-    variables = model.init(jax.random.key(2), batch)
-    out = model.apply(variables, batch)
+    variables = jax.jit(model.init)(jax.random.key(2), batch)
+    out = jit_apply(model)(variables, batch)
     assert out["logits/image"].shape == out["logits/audio"].shape == (3, K)
     mean = (jax.nn.softmax(out["logits/image"]) + jax.nn.softmax(out["logits/audio"])) / 2
     np.testing.assert_allclose(jnp.exp(out["logits"]), mean, atol=1e-6)
     # Each head sees only its own modality; without audio the prediction is the image head's.
     assert set(variables["params"]) == {"classifiers_image", "classifiers_audio"}
     absent = {**batch, "present/audio": jnp.array([True, False, True])}
-    out2 = model.apply(variables, absent)
+    out2 = jit_apply(model)(variables, absent)
     np.testing.assert_allclose(
         jnp.exp(out2["logits"][1]), jax.nn.softmax(out2["logits/image"][1]), atol=1e-6
     )

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import jit_apply
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import shapes_clip
@@ -290,8 +291,8 @@ def test_two_tower_outputs(image_encoder, text_encoder, image_kwargs):
     np.testing.assert_allclose(out["logit_scale"], 1 / 0.07, rtol=1e-5)
     np.testing.assert_allclose(out["logit_bias"], -10.0)
     # One tower at a time gives the same embeddings.
-    image = model.apply(variables, batch["image"], method="encode_image")
-    text = model.apply(variables, batch["text"], batch["text_mask"], method="encode_text")
+    image = jit_apply(model)(variables, batch["image"], method="encode_image")
+    text = jit_apply(model)(variables, batch["text"], batch["text_mask"], method="encode_text")
     np.testing.assert_allclose(image, out["emb/image"], atol=1e-6)
     np.testing.assert_allclose(text, out["emb/text"], atol=1e-6)
 
