@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import jit_apply
 
 from configs import clip_vit_b32
 from crossjax import param_groups, runs
@@ -210,10 +211,10 @@ def test_two_tower_on_labelled_images_alone_keeps_its_text_tower():
     model = build_model(clip_vit_b32.get_config("zeroshot_tiny").model, spec)
     variables = jax.jit(model.init)(jax.random.key(0), {"image": IMAGE})
     assert {"image_encoder", "text_encoder"} <= set(variables["params"])
-    outputs = jax.jit(model.apply)(variables, {"image": IMAGE})
+    outputs = jit_apply(model)(variables, {"image": IMAGE})
     assert "emb/text" not in outputs and outputs["emb/image"].shape == (1, 16)
-    encode_text = jax.jit(lambda v, t: model.apply(v, t, t > 0, method="encode_text"))
-    assert encode_text(variables, TEXT).shape == (1, 16)
+    prompts = jit_apply(model)(variables, TEXT, TEXT > 0, method="encode_text")
+    assert prompts.shape == (1, 16)
 
 
 def test_images_are_normalised_with_the_configs_mean_and_std():
