@@ -20,11 +20,14 @@ from pathlib import Path
 # Compiling dominates the suite's time. XLA:CPU at LLVM -O0 with the classic (non-MLIR)
 # fusion emitters compiles a tiny config's programs in about half the time (measured with
 # the tiny fusion, CLIP, VAE and sequence-autoencoder configs: 58 s -> 32 s of CPU); the
-# programs compute the same values, only slower, which tiny tests do not notice. Runs
-# outside the tests keep XLA's defaults.
+# programs compute the same values, only slower, which tiny tests do not notice. One LLVM
+# module per program instead of several compiled on parallel threads: the test workers
+# already keep every core busy, and the split costs about 10% more compile time (init and
+# train step of four tiny configs, 7 alternating pairs: 10.8 -> 9.7 s of compile, 22.1 ->
+# 19.6 s of CPU). Runs outside the tests keep XLA's defaults.
 TEST_XLA_FLAGS = (
     "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
-    "--xla_cpu_use_fusion_emitters=false"
+    "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"
 )
 os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
